@@ -1,0 +1,1 @@
+"""Bench cases; each module exposes ``cases(device, quick) -> list[bench.harness.Case]``."""

@@ -1,0 +1,82 @@
+"""Timing primitives shared by every bench case.
+
+A case is a set of variants that do the same work (ours, the peer or baseline); the harness runs them
+interleaved, repeat by repeat, so drift of the machine hits all variants alike, and reports medians.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Case:
+    """One benchmark: every variant does the same ``work`` units per call."""
+
+    name: str
+    variants: dict[str, Callable[[], Any]]
+    ours: str
+    baseline: str
+    work: float = 1.0
+    work_unit: str = "call"
+    repeats: int = 5
+    warmup: int = 1
+    meta: dict[str, Any] = field(default_factory=dict)
+    # Bytes the job must move at least (reads + writes), for the "fraction of the floor" column.
+    floor_bytes: float | None = None
+    # The physical floor in seconds on this machine, where the case can measure it (e.g. a copy of floor_bytes).
+    floor_seconds: Callable[[], float] | None = None
+    check: Callable[[], None] | None = None
+
+
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn: Callable[[], Any], device: torch.device | None = None) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def run_case(case: Case, device: torch.device | None = None) -> dict[str, Any]:
+    if case.check is not None:
+        case.check()
+    for _ in range(case.warmup):
+        for fn in case.variants.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in case.variants}
+    for _ in range(case.repeats):
+        for label, fn in case.variants.items():
+            times[label].append(time_call(fn, device))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result: dict[str, Any] = {
+        "name": case.name,
+        "ours": case.ours,
+        "baseline": case.baseline,
+        "repeats": case.repeats,
+        "work": case.work,
+        "work_unit": case.work_unit,
+        "median_s": med,
+        "all_s": times,
+        "throughput_per_s": {k: case.work / v for k, v in med.items()},
+        "speedup_vs_baseline": med[case.baseline] / med[case.ours],
+        "meta": case.meta,
+    }
+    if case.floor_bytes is not None:
+        result["floor_bytes"] = case.floor_bytes
+        result["achieved_GBps"] = case.floor_bytes / med[case.ours] / 1e9
+    if case.floor_seconds is not None:
+        floor = statistics.median(case.floor_seconds() for _ in range(case.repeats))
+        result["floor_s"] = floor
+        result["fraction_of_floor"] = floor / med[case.ours]
+    return result

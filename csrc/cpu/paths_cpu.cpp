@@ -1,0 +1,196 @@
+// CPU kernels of the path sampler and of row-wise lerp / slerp. One row per task: the row's
+// reductions and outputs stay in cache, and every value is computed in double.
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <torch/library.h>
+
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "cpu_common.h"
+#include "tangentlens/checks.h"
+#include "tangentlens/interp.h"
+#include "tangentlens/philox.h"
+
+namespace tangentlens {
+namespace cpu {
+
+namespace {
+
+// Row output pointers (nullptr = not requested).
+template <typename T>
+struct RowOut {
+  T* p = nullptr;
+  T* p_eps = nullptr;
+  T* tangent = nullptr;
+};
+
+// Slerp of one row given in double; false if either endpoint is the zero vector.
+template <typename T>
+bool slerp_row(const double* za, const double* zb, int64_t dim, double t, double eps, RowOut<T> out) {
+  double n0 = 0.0, n1 = 0.0, d01 = 0.0;
+  for (int64_t j = 0; j < dim; ++j) {
+    n0 += za[j] * za[j];
+    n1 += zb[j] * zb[j];
+    d01 += za[j] * zb[j];
+  }
+  if (!(n0 > 0.0) || !(n1 > 0.0) || !std::isfinite(n0) || !std::isfinite(n1)) return false;
+  interp::SlerpFrame f;
+  if (!interp::begin_frame(n0, n1, d01, &f)) {
+    double nc2 = 0.0;
+    for (int64_t j = 0; j < dim; ++j) {
+      const double c = zb[j] * f.ib - f.delta * (za[j] * f.ia);
+      nc2 += c * c;
+    }
+    int64_t axis = -1;
+    double a_axis = 0.0;
+    if (interp::needs_axis(nc2, f)) {
+      double best = std::numeric_limits<double>::infinity();
+      for (int64_t j = 0; j < dim; ++j) {
+        const double a = std::abs(za[j] * f.ia);
+        if (a < best) {
+          best = a;
+          axis = j;
+        }
+      }
+      a_axis = za[axis] * f.ia;
+    }
+    interp::finish_frame(nc2, axis, a_axis, &f);
+  }
+  const interp::SlerpAngles g = interp::angles(f, t, eps);
+  for (int64_t j = 0; j < dim; ++j) {
+    const interp::SlerpElem e = interp::slerp_elem(f, g, j, za[j], zb[j]);
+    if (out.p) out.p[j] = to_out<T>(e.p);
+    if (out.p_eps) out.p_eps[j] = to_out<T>(e.p_eps);
+    if (out.tangent) out.tangent[j] = to_out<T>(e.tangent);
+  }
+  return true;
+}
+
+template <typename T>
+void lerp_row(const double* za, const double* zb, int64_t dim, double t, double eps, RowOut<T> out) {
+  for (int64_t j = 0; j < dim; ++j) {
+    const interp::LerpElem e = interp::lerp_elem(t, eps, za[j], zb[j]);
+    if (out.p) out.p[j] = to_out<T>(e.p);
+    if (out.p_eps) out.p_eps[j] = to_out<T>(e.p_eps);
+    if (out.tangent) out.tangent[j] = to_out<T>(e.tangent);
+  }
+}
+
+template <typename T>
+T* row_ptr(const at::Tensor& x, bool present, int64_t r) {
+  return present ? x.data_ptr<T>() + r * x.stride(0) : nullptr;
+}
+
+void paths_sample_cpu(at::Tensor& z0, at::Tensor& z1, at::Tensor& t, at::Tensor& p0, at::Tensor& p1,
+                      at::Tensor& tangent, int64_t seed, int64_t start, int64_t dim, int64_t mode, bool full,
+                      double eps) {
+  TORCH_CHECK(mode == interp::kLerp || mode == interp::kSlerp, "mode: expected 0 (lerp) or 1 (slerp), got ", mode);
+  TORCH_CHECK(t.dim() == 1 && t.scalar_type() == at::kDouble && t.is_contiguous(),
+              "t: expected a contiguous float64 vector, got ", t.scalar_type(), " of shape ", t.sizes());
+  TORCH_CHECK(dim >= 1, "dim: expected >= 1, got ", dim);
+  TORCH_CHECK(mode == interp::kLerp || dim >= 2, "dim: slerp needs dim >= 2, got ", dim);
+  TORCH_CHECK(std::isfinite(eps), "eps: expected a finite number, got ", eps);
+  const int64_t count = t.size(0);
+  const bool has_z0 = check_optional_out(z0, "z0", count, dim, t);
+  const bool has_z1 = check_optional_out(z1, "z1", count, dim, t);
+  const bool has_p0 = check_optional_out(p0, "p0", count, dim, t);
+  const bool has_p1 = check_optional_out(p1, "p1", count, dim, t);
+  const bool has_tan = check_optional_out(tangent, "tangent", count, dim, t);
+  TORCH_CHECK(mode == interp::kSlerp || !(has_p0 || has_p1 || has_tan),
+              "paths_sample_: lerp paths are taken after the mapping network; p0, p1 and tangent must be empty");
+  at::ScalarType dtype = at::kFloat;
+  bool first = true;
+  for (const at::Tensor* x : {&z0, &z1, &p0, &p1, &tangent}) {
+    if (x->numel() == 0) continue;
+    TORCH_CHECK(first || x->scalar_type() == dtype, "paths_sample_: all outputs must share one dtype, got ",
+                dtype, " and ", x->scalar_type());
+    dtype = x->scalar_type();
+    first = false;
+  }
+  const uint64_t useed = static_cast<uint64_t>(seed), ustart = static_cast<uint64_t>(start);
+  double* t_out = t.data_ptr<double>();
+  const bool need_path = has_p0 || has_p1 || has_tan;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "paths_sample_cpu", [&] {
+    at::parallel_for(0, count, std::max<int64_t>(1, 16384 / dim), [&](int64_t b, int64_t e) {
+      std::vector<double> za(dim), zb(dim);
+      for (int64_t r = b; r < e; ++r) {
+        const uint64_t row = ustart + static_cast<uint64_t>(r);
+        fill_normals(useed, row, philox::kStreamZ0, 0, dim, za.data());
+        fill_normals(useed, row, philox::kStreamZ1, 0, dim, zb.data());
+        const double tr = full ? philox::path_t(useed, row) : 0.0;
+        t_out[r] = tr;
+        scalar_t* d0 = row_ptr<scalar_t>(z0, has_z0, r);
+        scalar_t* d1 = row_ptr<scalar_t>(z1, has_z1, r);
+        for (int64_t j = 0; d0 && j < dim; ++j) d0[j] = to_out<scalar_t>(za[j]);
+        for (int64_t j = 0; d1 && j < dim; ++j) d1[j] = to_out<scalar_t>(zb[j]);
+        if (need_path) {
+          RowOut<scalar_t> out{row_ptr<scalar_t>(p0, has_p0, r), row_ptr<scalar_t>(p1, has_p1, r),
+                               row_ptr<scalar_t>(tangent, has_tan, r)};
+          // Gaussian rows are never zero (every normal has |n| > 0 with probability 1).
+          slerp_row(za.data(), zb.data(), dim, tr, eps, out);
+        }
+      }
+    });
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> interpolate_cpu(const at::Tensor& a, const at::Tensor& b, const at::Tensor& t,
+                                                   int64_t mode, bool with_tangent) {
+  TORCH_CHECK(mode == interp::kLerp || mode == interp::kSlerp, "mode: expected 0 (lerp) or 1 (slerp), got ", mode);
+  check_float_matrix(a, "a");
+  check_float_matrix(b, "b");
+  TORCH_CHECK(a.sizes() == b.sizes(), "b: expected the shape of a ", a.sizes(), ", got ", b.sizes());
+  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "b: expected the dtype of a (", a.scalar_type(), "), got ",
+              b.scalar_type());
+  TORCH_CHECK(t.dim() == 1 && t.size(0) == a.size(0) && t.scalar_type() == at::kDouble,
+              "t: expected float64 of shape [", a.size(0), "], got ", t.scalar_type(), " of shape ", t.sizes());
+  const int64_t rows = a.size(0), dim = a.size(1);
+  TORCH_CHECK(mode == interp::kLerp || dim >= 2 || rows == 0, "a: slerp needs vectors of dim >= 2, got ", dim);
+  at::Tensor p = at::empty({rows, dim}, a.options());
+  at::Tensor tan = with_tangent ? at::empty({rows, dim}, a.options()) : at::empty({0}, a.options());
+  const at::Tensor tc = t.contiguous();
+  const double* tp = tc.data_ptr<double>();
+  std::atomic<int64_t> bad_row{std::numeric_limits<int64_t>::max()};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "interpolate_cpu", [&] {
+    const scalar_t* ap = a.data_ptr<scalar_t>();
+    const scalar_t* bp = b.data_ptr<scalar_t>();
+    at::parallel_for(0, rows, std::max<int64_t>(1, 16384 / std::max<int64_t>(dim, 1)), [&](int64_t r0, int64_t r1) {
+      std::vector<double> za(dim), zb(dim);
+      for (int64_t r = r0; r < r1; ++r) {
+        for (int64_t j = 0; j < dim; ++j) {
+          za[j] = to_double(ap[r * a.stride(0) + j]);
+          zb[j] = to_double(bp[r * b.stride(0) + j]);
+        }
+        RowOut<scalar_t> out{p.data_ptr<scalar_t>() + r * dim, nullptr,
+                             with_tangent ? tan.data_ptr<scalar_t>() + r * dim : nullptr};
+        if (mode == interp::kLerp) {
+          lerp_row(za.data(), zb.data(), dim, tp[r], 0.0, out);
+        } else if (!slerp_row(za.data(), zb.data(), dim, tp[r], 0.0, out)) {
+          int64_t cur = bad_row.load();
+          while (r < cur && !bad_row.compare_exchange_weak(cur, r)) {
+          }
+        }
+      }
+    });
+  });
+  const int64_t bad = bad_row.load();
+  TORCH_CHECK(bad == std::numeric_limits<int64_t>::max(),
+              "slerp: a and b must be non-zero vectors; row ", bad, " has a zero (or non-finite) norm");
+  return {p, tan};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(tangentlens, CPU, m) {
+  m.impl("paths_sample_", &paths_sample_cpu);
+  m.impl("interpolate", &interpolate_cpu);
+}
+
+}  // namespace cpu
+}  // namespace tangentlens

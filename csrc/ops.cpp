@@ -1,0 +1,41 @@
+// Operator schemas: defined once here; kernels are registered per dispatch key in cpu/ and cuda/.
+#include <torch/library.h>
+
+#include <vector>
+
+namespace tangentlens {
+
+std::vector<int64_t> build_info() {
+#if defined(TANGENTLENS_WITH_CUDA)
+  const int64_t cuda = 1, cuda_version = TANGENTLENS_CUDA_VERSION;
+#else
+  const int64_t cuda = 0, cuda_version = 0;
+#endif
+#if defined(_OPENMP)
+  const int64_t openmp = 1;
+#else
+  const int64_t openmp = 0;
+#endif
+  return {cuda, cuda_version, openmp};
+}
+
+TORCH_LIBRARY(tangentlens, m) {
+  m.def("build_info() -> int[]", &build_info);
+  // Raw Philox4x32-10: counters int64 [N, 4] holding uint32 words, key = (lo32(seed), hi32(seed)).
+  // Returns int64 [N, 4]. Exposed for the known-answer tests.
+  m.def("philox4x32_10(Tensor counters, int seed) -> Tensor");
+  // Standard normals: out[i, j] = normal j of row (start + i) in `stream` (seeds and rows are uint64
+  // bit patterns carried in int64). out: [count, dim] with unit column stride, fp16/bf16/fp32/fp64.
+  m.def("philox_normal_(Tensor(a!) out, int seed, int start, int stream) -> ()");
+  // Path sampling (SPEC 4) in one pass. mode 0 = lerp, 1 = slerp. t: float64 [count], always written.
+  // count = t.size(0). An output with zero rows is skipped; all written matrices share one dtype.
+  // For lerp p0, p1 and tangent must be empty (the path is taken after the mapping network).
+  m.def(
+      "paths_sample_(Tensor(a!) z0, Tensor(b!) z1, Tensor(c!) t, Tensor(d!) p0, Tensor(e!) p1, "
+      "Tensor(f!) tangent, int seed, int start, int dim, int mode, bool full, float eps) -> ()");
+  // Row-wise interpolation of a, b [B, D] at t (float64 [B]); returns (p, tangent), tangent empty unless
+  // with_tangent. Raises on rows where a or b is the zero vector (slerp).
+  m.def("interpolate(Tensor a, Tensor b, Tensor t, int mode, bool with_tangent) -> (Tensor, Tensor)");
+}
+
+}  // namespace tangentlens

@@ -1,0 +1,5 @@
+import sys
+
+from tangentlens.cli import main
+
+sys.exit(main())

@@ -1,0 +1,10 @@
+"""Pure-PyTorch reference implementations of every native op.
+
+They are the oracles the kernels are tested against and the fallback when the compiled extension is
+missing. They follow the textbook formulas (float64 throughout) rather than the kernels' code paths.
+"""
+
+from tangentlens.reference.paths import interpolate, sample
+from tangentlens.reference.philox import philox4x32_10, philox_normal, philox_uniform53
+
+__all__ = ["interpolate", "philox4x32_10", "philox_normal", "philox_uniform53", "sample"]
