@@ -27,15 +27,15 @@ TORCH_LIBRARY(tangentlens, m) {
   // Standard normals: out[i, j] = normal j of row (start + i) in `stream` (seeds and rows are uint64
   // bit patterns carried in int64). out: [count, dim] with unit column stride, fp16/bf16/fp32/fp64.
   m.def("philox_normal_(Tensor(a!) out, int seed, int start, int stream) -> ()");
-  // Path sampling (SPEC 4) in one pass. mode 0 = lerp, 1 = slerp. t: float64 [count], always written.
+  // Path sampling (SPEC 4) in one pass. path_kind 0 = lerp, 1 = slerp. t: float64 [count], always written.
   // count = t.size(0). An output with zero rows is skipped; all written matrices share one dtype.
   // For lerp p0, p1 and tangent must be empty (the path is taken after the mapping network).
   m.def(
       "paths_sample_(Tensor(a!) z0, Tensor(b!) z1, Tensor(c!) t, Tensor(d!) p0, Tensor(e!) p1, "
-      "Tensor(f!) tangent, int seed, int start, int dim, int mode, bool full, float eps) -> ()");
+      "Tensor(f!) tangent, int seed, int start, int dim, int path_kind, bool full, float eps) -> ()");
   // Row-wise interpolation of a, b [B, D] at t (float64 [B]); returns (p, tangent), tangent empty unless
   // with_tangent. Raises on rows where a or b is the zero vector (slerp).
-  m.def("interpolate(Tensor a, Tensor b, Tensor t, int mode, bool with_tangent) -> (Tensor, Tensor)");
+  m.def("interpolate(Tensor a, Tensor b, Tensor t, int path_kind, bool with_tangent) -> (Tensor, Tensor)");
 }
 
 }  // namespace tangentlens

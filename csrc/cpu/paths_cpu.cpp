@@ -42,14 +42,16 @@ bool slerp_row(const double* za, const double* zb, int64_t dim, double t, double
   if (!(n0 > 0.0) || !(n1 > 0.0) || !std::isfinite(n0) || !std::isfinite(n1)) return false;
   interp::SlerpFrame f;
   if (!interp::begin_frame(n0, n1, d01, &f)) {
-    double nc2 = 0.0;
+    double cc = 0.0, ac = 0.0;
     for (int64_t j = 0; j < dim; ++j) {
-      const double c = zb[j] * f.ib - f.delta * (za[j] * f.ia);
-      nc2 += c * c;
+      const double a = za[j] * f.ia;
+      const double c = zb[j] * f.ib - f.delta * a;
+      cc += c * c;
+      ac += a * c;
     }
     int64_t axis = -1;
     double a_axis = 0.0;
-    if (interp::needs_axis(nc2, f)) {
+    if (interp::needs_axis(cc, ac, f)) {
       double best = std::numeric_limits<double>::infinity();
       for (int64_t j = 0; j < dim; ++j) {
         const double a = std::abs(za[j] * f.ia);
@@ -60,7 +62,7 @@ bool slerp_row(const double* za, const double* zb, int64_t dim, double t, double
       }
       a_axis = za[axis] * f.ia;
     }
-    interp::finish_frame(nc2, axis, a_axis, &f);
+    interp::finish_frame(cc, ac, axis, a_axis, &f);
   }
   const interp::SlerpAngles g = interp::angles(f, t, eps);
   for (int64_t j = 0; j < dim; ++j) {

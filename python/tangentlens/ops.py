@@ -115,12 +115,12 @@ if NATIVE_AVAILABLE:
         return None
 
     @torch.library.register_fake("tangentlens::paths_sample_")
-    def _paths_sample_fake(z0, z1, t, p0, p1, tangent, seed, start, dim, mode, full, eps) -> None:  # noqa: ANN001
+    def _paths_sample_fake(z0, z1, t, p0, p1, tangent, seed, start, dim, path_kind, full, eps) -> None:  # noqa: ANN001
         return None
 
     @torch.library.register_fake("tangentlens::interpolate")
     def _interpolate_fake(
-        a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, mode: int, with_tangent: bool
+        a: torch.Tensor, b: torch.Tensor, t: torch.Tensor, path_kind: int, with_tangent: bool
     ) -> tuple[torch.Tensor, torch.Tensor]:
         torch._check(a.dim() == 2, lambda: "a: expected a 2-D tensor")
         return torch.empty_like(a, memory_format=torch.contiguous_format), (
@@ -128,16 +128,16 @@ if NATIVE_AVAILABLE:
         )
 
     def _interpolate_setup(ctx, inputs, output) -> None:  # noqa: ANN001
-        a, b, t, mode, with_tangent = inputs
+        a, b, t, path_kind, with_tangent = inputs
         ctx.save_for_backward(a, b, t)
-        ctx.mode, ctx.with_tangent = mode, with_tangent
+        ctx.path_kind, ctx.with_tangent = path_kind, with_tangent
 
     def _interpolate_backward(ctx, grad_p, grad_tangent):  # noqa: ANN001, ANN202
         # The kernels are forward-only; gradients come from the reference formula (same maths).
         a, b, t = ctx.saved_tensors
         with torch.enable_grad():
             leaves = [x.detach().requires_grad_(x.requires_grad or x.is_floating_point()) for x in (a, b, t)]
-            p, tan = reference.interpolate(*leaves, ctx.mode, ctx.with_tangent)
+            p, tan = reference.interpolate(*leaves, ctx.path_kind, ctx.with_tangent)
             outs, grads = [p], [grad_p]
             if ctx.with_tangent and tan is not None and grad_tangent is not None and grad_tangent.numel():
                 outs.append(tan)

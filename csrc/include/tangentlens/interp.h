@@ -23,7 +23,7 @@ namespace interp {
 enum Mode : int64_t { kLerp = 0, kSlerp = 1 };
 
 // Below this 1 - d^2, sqrt(1 - d^2) loses too many digits and |b - a d| is summed explicitly.
-constexpr double kSmallSin2 = 1e-6;
+constexpr double kSmallSin2 = 1e-2;
 
 struct SlerpFrame {
   double ia, ib;           // 1/|z0|, 1/|z1|
@@ -53,15 +53,26 @@ TL_HD bool begin_frame(double n0, double n1, double d01, SlerpFrame* f) {
   return false;
 }
 
-// Second step for nearly (anti)parallel rows. nc2 = sum_j (b_j - d a_j)^2. If the row is exactly
-// antipodal, `axis` and `a_axis` (the normalised a at that index) name the canonical circle.
-TL_HD bool needs_axis(double nc2, const SlerpFrame& f) { return nc2 <= 0.0 && f.delta < 0.0; }
+// Second step for nearly (anti)parallel rows, from the sums over j of c_j = b_j - d a_j:
+// cc = sum c_j^2 and ac = sum a_j c_j. The rounding noise in c has a component along a; one more
+// Gram-Schmidt step (delta += ac) removes it, so c stays orthogonal to a however small it is.
+// Below kDegenerateNc2 the circle is numerically undetermined and the row is treated as exactly
+// parallel (c = 0) or antipodal (the canonical circle through e_axis, with a_axis = a[axis]).
+constexpr double kDegenerateNc2 = 1e-24;
 
-TL_HD void finish_frame(double nc2, int64_t axis, double a_axis, SlerpFrame* f) {
-  if (nc2 > 0.0) {
+TL_HD double reorth_nc2(double cc, double ac) { return cc - ac * ac; }
+
+TL_HD bool needs_axis(double cc, double ac, const SlerpFrame& f) {
+  return reorth_nc2(cc, ac) <= kDegenerateNc2 && f.delta < 0.0;
+}
+
+TL_HD void finish_frame(double cc, double ac, int64_t axis, double a_axis, SlerpFrame* f) {
+  const double nc2 = reorth_nc2(cc, ac);
+  if (nc2 > kDegenerateNc2) {
     const double nc = ::sqrt(nc2);
     f->inv_nc = 1.0 / nc;
     f->theta = ::atan2(nc, f->delta);
+    f->delta += ac;
   } else if (f->delta > 0.0) {  // identical directions
     f->inv_nc = 0.0;
     f->theta = 0.0;

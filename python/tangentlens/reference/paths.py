@@ -7,6 +7,7 @@ import torch
 from tangentlens.reference.philox import philox_normal, philox_uniform53
 
 STREAM_Z0, STREAM_Z1, STREAM_T = 0, 1, 2
+DEGENERATE_NC = 1e-12
 
 
 def _cast(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -30,8 +31,11 @@ def slerp_frame(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.T
     b = b / nb
     d = (a * b).sum(-1, keepdim=True).clamp(-1.0, 1.0)
     c_raw = b - d * a
+    # Re-orthogonalise against a (rounding leaves a component along a when b is nearly +-a); below
+    # DEGENERATE_NC the circle is numerically undetermined and the row counts as (anti)parallel.
+    c_raw = c_raw - (a * c_raw).sum(-1, keepdim=True) * a
     nc = c_raw.norm(dim=-1, keepdim=True)
-    ok = nc > 0
+    ok = nc > DEGENERATE_NC
     c = torch.where(ok, c_raw / torch.where(ok, nc, torch.ones_like(nc)), torch.zeros_like(c_raw))
     antipodal = (~ok & (d < 0)).squeeze(-1)
     if bool(antipodal.any()):
