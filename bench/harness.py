@@ -30,7 +30,7 @@ class Case:
     meta: dict[str, Any] = field(default_factory=dict)
     # Bytes the job must move at least (reads + writes), for the "fraction of the floor" column.
     floor_bytes: float | None = None
-    # The physical floor in seconds on this machine, where the case can measure it (e.g. a copy of floor_bytes).
+    # The physical floor in seconds on this machine, where the case can measure it (e.g. writing floor_bytes).
     floor_seconds: Callable[[], float] | None = None
     check: Callable[[], None] | None = None
 

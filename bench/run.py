@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--only", default=None, help="fnmatch pattern over case names, e.g. 'paths.*'")
-    ap.add_argument("--quick", action="store_true", help="small sizes (a smoke run, not for the results file)")
+    ap.add_argument(
+        "--quick", action="store_true", help="small sizes (a smoke run, not for the results file)"
+    )
     ap.add_argument("--out", default=None, help="results file (default bench/results/<device>.json)")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)

@@ -87,6 +87,8 @@ def test_cli_info():
 
 
 def test_cli_without_command_prints_help():
-    r = subprocess.run([sys.executable, "-m", "tangentlens"], capture_output=True, text=True, cwd="/", timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "tangentlens"], capture_output=True, text=True, cwd="/", timeout=300
+    )
     assert r.returncode == 2
     assert "COMMAND" in r.stdout

@@ -4,12 +4,12 @@ import math
 
 import pytest
 import torch
-from conftest import ALL_DTYPES, ULP_TOL, requires_cuda, requires_native
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tangentlens.ops as ops
 import tangentlens.paths as paths
+from conftest import ALL_DTYPES, ULP_TOL, requires_cuda, requires_native
 from tangentlens import reference
 
 IMPLS = ["reference", pytest.param("native", marks=requires_native)]
@@ -63,7 +63,9 @@ def test_slerp_sample_geometry(impl):
     ones = torch.ones(64, dtype=torch.float64)
     torch.testing.assert_close(s.p0.norm(dim=1), ones, rtol=1e-14, atol=1e-14)
     torch.testing.assert_close(s.p1.norm(dim=1), ones, rtol=1e-14, atol=1e-14)
-    torch.testing.assert_close((s.p0 * s.tangent).sum(1), 0 * ones, rtol=0, atol=1e-13)  # tangent to the sphere
+    torch.testing.assert_close(
+        (s.p0 * s.tangent).sum(1), 0 * ones, rtol=0, atol=1e-13
+    )  # tangent to the sphere
     torch.testing.assert_close(s.tangent.norm(dim=1), theta, rtol=1e-12, atol=1e-12)  # speed = angle
     # p(t + eps) - p(t) = eps p'(t) + O(eps^2 theta^2)
     fd = (s.p1 - s.p0) / eps
@@ -101,7 +103,9 @@ def test_sample_optional_outputs():
 def test_sample_chunking_is_bit_identical(start, cuts, dim):
     whole = paths.sample(99, start, 40, dim)
     edges = sorted({0, 40, *cuts})
-    parts = [paths.sample(99, (start + a) % 2**64, b - a, dim) for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    parts = [
+        paths.sample(99, (start + a) % 2**64, b - a, dim) for a, b in zip(edges[:-1], edges[1:], strict=True)
+    ]
     for f in FIELDS:
         assert torch.equal(torch.cat([getattr(p, f) for p in parts]), getattr(whole, f)), f
 
@@ -134,7 +138,11 @@ def test_sample_bad_arguments(kwargs, exc, match):
 )
 def test_slerp_matches_float64_formula(impl, dtype, shape, tshape):
     a, b = _rand(*shape, dtype=dtype, seed=1), _rand(*shape, dtype=dtype, seed=2)
-    t = torch.rand(tshape, dtype=torch.float64, generator=torch.Generator().manual_seed(3)) if tshape else 0.37
+    t = (
+        torch.rand(tshape, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+        if tshape
+        else 0.37
+    )
     p, tan = paths.slerp_with_tangent(a, b, t, impl=impl)
     assert p.shape == a.shape and p.dtype == dtype and tan.shape == a.shape
     # Independent float64 formula (SPEC 4) on the flattened vectors.
@@ -255,10 +263,22 @@ def test_lerp_with_tangent(impl, dtype):
     "a,b,t,exc,match",
     [
         (torch.ones(3, 4), torch.ones(3, 5), 0.5, ValueError, "b: expected the shape of a"),
-        (torch.ones(3, 4), torch.ones(3, 4, dtype=torch.float64), 0.5, TypeError, "b: expected the dtype of a"),
+        (
+            torch.ones(3, 4),
+            torch.ones(3, 4, dtype=torch.float64),
+            0.5,
+            TypeError,
+            "b: expected the dtype of a",
+        ),
         (torch.ones(3, 4), torch.ones(3, 4), torch.ones(2), ValueError, "t: shape"),
         (torch.ones(3, 4), torch.ones(3, 4), torch.ones(3, 4), ValueError, "leaves no vector dims"),
-        (torch.ones(3, 1), -torch.ones(3, 1), 0.5, (ValueError, RuntimeError), "slerp needs vectors of dim >= 2"),
+        (
+            torch.ones(3, 1),
+            -torch.ones(3, 1),
+            0.5,
+            (ValueError, RuntimeError),
+            "slerp needs vectors of dim >= 2",
+        ),
         (torch.ones(3, 4, dtype=torch.int64), torch.ones(3, 4, dtype=torch.int64), 0.5, TypeError, "a.dtype"),
         (torch.tensor(1.0), torch.tensor(2.0), 0.5, ValueError, "at least one dimension"),
     ],
@@ -289,7 +309,9 @@ def test_opcheck_path_ops():
         t = torch.rand(6, dtype=torch.float64)
         for mode in (0, 1):
             for with_tangent in (False, True):
-                torch.library.opcheck(torch.ops.tangentlens.interpolate.default, (a, b, t, mode, with_tangent))
+                torch.library.opcheck(
+                    torch.ops.tangentlens.interpolate.default, (a, b, t, mode, with_tangent)
+                )
         outs = [torch.empty(5, 8, dtype=dtype) for _ in range(5)]
         t_out = torch.empty(5, dtype=torch.float64)
         torch.library.opcheck(

@@ -5,11 +5,11 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import ALL_DTYPES, requires_cuda, requires_native
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tangentlens.ops as ops
+from conftest import ALL_DTYPES, requires_cuda, requires_native
 from tangentlens import reference
 
 # Random123's published known-answer vectors for philox4x32_10: (counter, key, output).
@@ -38,7 +38,9 @@ def test_raw_generator_native_equals_reference_bitwise():
     g = torch.Generator().manual_seed(0)
     ctr = torch.randint(0, 2**32, (20000, 4), generator=g, dtype=torch.int64)
     for seed in (0, 1, 0xDEADBEEFCAFEF00D, 2**64 - 1):
-        assert torch.equal(ops.philox4x32_10(ctr, seed, impl="native"), ops.philox4x32_10(ctr, seed, impl="reference"))
+        assert torch.equal(
+            ops.philox4x32_10(ctr, seed, impl="native"), ops.philox4x32_10(ctr, seed, impl="reference")
+        )
 
 
 def test_raw_generator_rejects_bad_counters():
@@ -91,7 +93,8 @@ def test_chunking_is_bit_identical(seed, start, dim, cuts):
     whole = ops.philox_normal(seed, start, count, dim)
     edges = sorted({0, count, *cuts})
     parts = [
-        ops.philox_normal(seed, (start + a) % 2**64, b - a, dim) for a, b in zip(edges[:-1], edges[1:], strict=True)
+        ops.philox_normal(seed, (start + a) % 2**64, b - a, dim)
+        for a, b in zip(edges[:-1], edges[1:], strict=True)
     ]
     assert torch.equal(torch.cat(parts), whole)
 
@@ -158,7 +161,12 @@ def normality_failures(x: np.ndarray) -> list[str]:
 
     n = x.size
     fails = []
-    se = {"mean": 1 / math.sqrt(n), "var": math.sqrt(2 / n), "skew": math.sqrt(6 / n), "kurt": math.sqrt(24 / n)}
+    se = {
+        "mean": 1 / math.sqrt(n),
+        "var": math.sqrt(2 / n),
+        "skew": math.sqrt(6 / n),
+        "kurt": math.sqrt(24 / n),
+    }
     m, v = x.mean(), x.var()
     if abs(m) > 6 * se["mean"]:
         fails.append(f"mean {m}")

@@ -74,12 +74,16 @@ def resolve_impl(impl: Impl, device: torch.device | str | None = None) -> Litera
     if impl == "auto":
         impl = _default_impl  # type: ignore[assignment]
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    native_ok = NATIVE_AVAILABLE and (dev.type == "cpu" or (dev.type == "cuda" and native_build_info()["cuda"]))
+    native_ok = NATIVE_AVAILABLE and (
+        dev.type == "cpu" or (dev.type == "cuda" and native_build_info()["cuda"])
+    )
     if impl == "reference":
         return "reference"
     if impl == "native":
         if not NATIVE_AVAILABLE:
-            raise RuntimeError(f"impl='native' requested but the compiled extension is not available: {_load_error}")
+            raise RuntimeError(
+                f"impl='native' requested but the compiled extension is not available: {_load_error}"
+            )
         if not native_ok:
             raise RuntimeError(f"impl='native' requested but the extension has no kernels for device {dev}")
         return "native"

@@ -50,7 +50,9 @@ def philox4x32_10(counters: torch.Tensor, seed: int, *, impl: Impl = "auto") -> 
     key (lo32(seed), hi32(seed)); returns int64 [N, 4] of uint32 words."""
     check_u64(seed, "seed")
     if not isinstance(counters, torch.Tensor) or counters.dtype != torch.int64:
-        raise TypeError(f"counters: expected an int64 tensor, got {getattr(counters, 'dtype', type(counters))}")
+        raise TypeError(
+            f"counters: expected an int64 tensor, got {getattr(counters, 'dtype', type(counters))}"
+        )
     if counters.dim() != 2 or counters.shape[1] != 4:
         raise ValueError(f"counters: expected shape [N, 4], got {tuple(counters.shape)}")
     if counters.numel() and (int(counters.min()) < 0 or int(counters.max()) > 0xFFFFFFFF):
@@ -96,7 +98,11 @@ def philox_normal(
             raise ValueError(f"out: expected unit stride along dim 1, got strides {out.stride()}")
     if resolve_impl(impl, out.device) == "reference":
         with torch.no_grad():
-            out.copy_(reference.philox_normal(seed, start, count, dim, stream=stream, dtype=out.dtype, device=out.device))
+            out.copy_(
+                reference.philox_normal(
+                    seed, start, count, dim, stream=stream, dtype=out.dtype, device=out.device
+                )
+            )
         return out
     torch.ops.tangentlens.philox_normal_(out, as_i64(seed), as_i64(start), stream)
     return out

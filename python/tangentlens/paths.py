@@ -88,7 +88,9 @@ def sample(
     is_slerp = mode == 1
 
     if resolve_impl(impl, device) == "reference":
-        ref = reference.sample(seed, start, count, dim, mode=mode, full=full, eps=eps, dtype=dtype, device=device)
+        ref = reference.sample(
+            seed, start, count, dim, mode=mode, full=full, eps=eps, dtype=dtype, device=device
+        )
         return PathSamples(
             z0=ref["z0"] if endpoints else None,
             z1=ref["z1"] if endpoints else None,
@@ -108,7 +110,9 @@ def sample(
     z0, z1 = alloc(endpoints), alloc(endpoints)
     p0, p1, tan = alloc(is_slerp), alloc(is_slerp and step), alloc(is_slerp and tangent)
     t = torch.empty(count, dtype=torch.float64, device=device)
-    torch.ops.tangentlens.paths_sample_(z0, z1, t, p0, p1, tan, as_i64(seed), as_i64(start), dim, mode, full, eps)
+    torch.ops.tangentlens.paths_sample_(
+        z0, z1, t, p0, p1, tan, as_i64(seed), as_i64(start), dim, mode, full, eps
+    )
     return PathSamples(
         z0=z0 if endpoints else None,
         z1=z1 if endpoints else None,
@@ -123,7 +127,9 @@ def sample(
     )
 
 
-def _rows(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _rows(
+    a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Flatten a, b to [B, D] rows and t to float64 [B].
 
     The batch dims are the leading ``t.ndim`` dims of ``a`` (a float or 0-d t: the first dim when
@@ -144,13 +150,16 @@ def _rows(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | float) -> tuple[to
     batch_dims = t.dim() if t.dim() > 0 else (1 if a.dim() >= 2 else 0)
     if batch_dims >= a.dim():
         raise ValueError(
-            f"t: its {t.dim()} dims are the batch dims of a, which leaves no vector dims in a of shape {tuple(a.shape)}"
+            f"t: its {t.dim()} dims are the batch dims of a, which leaves no vector dims "
+            f"in a of shape {tuple(a.shape)}"
         )
     batch = a.shape[:batch_dims]
     try:
-        t = t.expand(batch) if t.dim() > 0 else t.expand(batch)
+        t = t.expand(batch)
     except RuntimeError:
-        raise ValueError(f"t: shape {tuple(t.shape)} does not broadcast to the batch dims {tuple(batch)} of a") from None
+        raise ValueError(
+            f"t: shape {tuple(t.shape)} does not broadcast to the batch dims {tuple(batch)} of a"
+        ) from None
     n = 1
     for s in batch:
         n *= s

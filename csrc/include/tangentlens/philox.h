@@ -2,7 +2,8 @@
 //
 // Generator: Philox4x32-10 (Salmon et al., SC'11), the same bijection as Random123 and cuRAND.
 // Normals:  Box-Muller on two 53-bit uniforms taken from one Philox block, evaluated in double
-//           precision with our own log / sincos built from correctly rounded + - * / sqrt only, so a
+//           precision with our own log / sincos built from correctly rounded + - * / sqrt and bit
+//           operations only, so a
 //           value depends on nothing but (seed, row, stream, column) - not on the device, the
 //           compiler's libm, the chunking of the rows or the output dtype (fp32 is the rounded fp64).
 //
@@ -43,20 +44,31 @@ TL_HD U4 block(uint64_t seed, uint64_t row, uint32_t stream, uint32_t pair) {
                        static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
 }
 
+// 52 random bits from two words: the top 26 of each.
+TL_HD uint64_t bits52(uint32_t a, uint32_t b) {
+  return (static_cast<uint64_t>(a >> 6) << 26) | static_cast<uint64_t>(b >> 6);
+}
+
 // 53 random bits from two words: the top 27 of a and the top 26 of b.
 TL_HD uint64_t bits53(uint32_t a, uint32_t b) {
   return (static_cast<uint64_t>(a >> 5) << 26) | static_cast<uint64_t>(b >> 6);
 }
 
+constexpr double kTwoPow52 = 4503599627370496.0;   // 2^52
 constexpr double kTwoPow53Inv = 1.0 / 9007199254740992.0;  // 2^-53
-constexpr double kTwoPow51Inv = 1.0 / 2251799813685248.0;  // 2^-51
+constexpr double kTwoPow52Inv = 1.0 / kTwoPow52;           // 2^-52
+constexpr double kTwoPow50Inv = 1.0 / 1125899906842624.0;  // 2^-50
+
+// Exact integer -> double for k < 2^52 with bit operations only (vectorises without AVX-512).
+TL_HD double u52_to_double(uint64_t k) {
+  return exact::sub(exact::from_bits(0x4330000000000000ull | k), kTwoPow52);
+}
 
 // Uniform on [0, 1) with 53 random bits (a multiple of 2^-53).
 TL_HD double uniform53(uint32_t a, uint32_t b) { return static_cast<double>(bits53(a, b)) * kTwoPow53Inv; }
 
-// ---- double-precision log and sincos from exact + - * / only (about 1 ulp) ----
+// ---- double-precision log and sincos from exact + - * / only (about 1 ulp), branch-free ----------
 
-constexpr double kSqrt2 = 1.4142135623730951;
 constexpr double kLn2Hi = 6.93147180369123816490e-01;  // ln 2 rounded to 32 bits: e * kLn2Hi is exact
 constexpr double kLn2Lo = 1.90821492927058770002e-10;  // ln 2 - kLn2Hi
 
@@ -64,12 +76,13 @@ constexpr double kLn2Lo = 1.90821492927058770002e-10;  // ln 2 - kLn2Hi
 TL_HD double log_pos(double x) {
   using namespace exact;
   const uint64_t b = as_bits(x);
-  int e = static_cast<int>((b >> 52) & 0x7ff) - 1023;
-  double m = from_bits((b & 0x000FFFFFFFFFFFFFull) | 0x3FF0000000000000ull);  // [1, 2)
-  if (m > kSqrt2) {  // centre the mantissa on 1: m in [sqrt(1/2), sqrt(2)]
-    m = mul(m, 0.5);
-    e += 1;
-  }
+  const uint64_t biased = (b >> 52) & 0x7ff;
+  const uint64_t mant = b & 0x000FFFFFFFFFFFFFull;
+  // Centre the mantissa on 1: m in [sqrt(1/2), sqrt(2)], halving it (exponent 0x3FE) when 1.m > sqrt(2).
+  // Integer arithmetic only, no branch or select, so the loops over many values vectorise.
+  const uint64_t big = mant > 0x6A09E667F3BCCull ? 1u : 0u;  // mantissa bits of sqrt(2), rounded down
+  const double m = from_bits(mant | ((0x3FFull - big) << 52));
+  const double de = sub(u52_to_double(biased + big), 1023.0);
   // log m = 2 atanh(s), s = (m - 1)/(m + 1), |s| <= 0.1716: the series to s^21 is below 2^-53.
   const double s = div(sub(m, 1.0), add(m, 1.0));
   const double s2 = mul(s, s);
@@ -85,19 +98,18 @@ TL_HD double log_pos(double x) {
   p = madd(p, s2, 1.0 / 3.0);
   const double two_s = add(s, s);
   const double log_m = add(two_s, mul(mul(two_s, s2), p));
-  const double de = static_cast<double>(e);
   return add(mul(de, kLn2Hi), add(log_m, mul(de, kLn2Lo)));
 }
 
-// sin and cos of 2*pi*K/2^53 for a 53-bit integer K. The quadrant comes from K's top bits, so the
-// range reduction is exact; only x = f * pi/2 with |f| <= 1/2 is rounded.
-TL_HD void sincos_2pi_bits53(uint64_t k, double* s_out, double* c_out) {
+// sin and cos of 2*pi*k/2^52 for a 52-bit integer k. The quarter turn comes from k's top bits, so
+// the range reduction is exact; only x = f * pi/2 with |f| <= 1/2 is rounded.
+TL_HD void sincos_2pi_bits52(uint64_t k, double* s_out, double* c_out) {
   using namespace exact;
-  constexpr uint64_t kHalf = 1ull << 50;  // 1/2 in units of 2^-51
-  const uint64_t n = (k + kHalf) >> 51;   // nearest quarter turn, 0..4
-  const int64_t f_units = static_cast<int64_t>(k) - static_cast<int64_t>(n << 51);  // [-2^50, 2^50)
-  const double f = mul(static_cast<double>(f_units), kTwoPow51Inv);  // exact, in [-1/2, 1/2)
-  const double x = mul(f, 1.5707963267948966);                       // |x| <= pi/4
+  constexpr uint64_t kHalf = 1ull << 49;  // 1/2 quarter turn in units of 2^-50 quarter turns
+  const uint64_t n = (k + kHalf) >> 50;   // nearest quarter turn, 0..4
+  const uint64_t g = k + kHalf - (n << 50);  // f + 1/2 in units of 2^-50, in [0, 2^50)
+  const double f = mul(sub(u52_to_double(g), 562949953421312.0), kTwoPow50Inv);  // exact, [-1/2, 1/2)
+  const double x = mul(f, 1.5707963267948966);                                     // |x| <= pi/4
   const double x2 = mul(x, x);
   // Taylor polynomials; on |x| <= pi/4 the first omitted terms are below 1e-19.
   double ps = -1.0 / 121645100408832000.0;  // -1/19!
@@ -121,22 +133,25 @@ TL_HD void sincos_2pi_bits53(uint64_t k, double* s_out, double* c_out) {
   pc = madd(pc, x2, 1.0 / 24.0);
   pc = madd(pc, x2, -0.5);
   const double cos_x = madd(x2, pc, 1.0);
-  // Rotate by n quarter turns.
-  const unsigned q = static_cast<unsigned>(n) & 3u;
-  const double s = (q == 0) ? sin_x : (q == 1) ? cos_x : (q == 2) ? -sin_x : -cos_x;
-  const double c = (q == 0) ? cos_x : (q == 1) ? -sin_x : (q == 2) ? -cos_x : sin_x;
-  *s_out = s;
-  *c_out = c;
+  // Rotate by n quarter turns: odd n swaps sin and cos, and the signs follow the quadrant. Done with
+  // bit masks (exact, and vectorisable: no branch or select).
+  const uint64_t swap = 0 - (n & 1u);  // all ones for odd n
+  const uint64_t sb = as_bits(sin_x), cb = as_bits(cos_x);
+  const uint64_t s0 = (cb & swap) | (sb & ~swap);
+  const uint64_t c0 = (sb & swap) | (cb & ~swap);
+  *s_out = from_bits(s0 ^ ((n & 2u) << 62));
+  *c_out = from_bits(c0 ^ (((n + 1u) & 2u) << 62));
 }
 
-// Two independent standard normals from one Philox block (Box-Muller). r <= sqrt(-2 log 2^-53) ~ 8.57.
+// Two independent standard normals from one Philox block (Box-Muller):
+// u1 = 1 - bits52(x, y) 2^-52 in (0, 1] (log is finite; r <= sqrt(-2 log 2^-52) ~ 8.49) and
+// angle = 2 pi bits52(z, w) 2^-52.
 TL_HD void box_muller(U4 r, double* n0, double* n1) {
   using namespace exact;
-  const uint64_t k1 = bits53(r.x, r.y);
-  const double u1 = mul(static_cast<double>(k1 + 1), kTwoPow53Inv);  // (0, 1]: log is finite
+  const double u1 = sub(1.0, mul(u52_to_double(bits52(r.x, r.y)), kTwoPow52Inv));
   const double radius = exact::sqrt(mul(-2.0, log_pos(u1)));
   double s, c;
-  sincos_2pi_bits53(bits53(r.z, r.w), &s, &c);
+  sincos_2pi_bits52(bits52(r.z, r.w), &s, &c);
   *n0 = mul(radius, c);
   *n1 = mul(radius, s);
 }

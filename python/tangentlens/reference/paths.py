@@ -26,7 +26,9 @@ def slerp_frame(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.T
     nb = b.norm(dim=-1, keepdim=True)
     if bool((na == 0).any() or (nb == 0).any() or ~torch.isfinite(na).all() or ~torch.isfinite(nb).all()):
         bad = int(torch.nonzero((na == 0) | (nb == 0) | ~torch.isfinite(na) | ~torch.isfinite(nb))[0, 0])
-        raise ValueError(f"slerp: a and b must be non-zero vectors; row {bad} has a zero (or non-finite) norm")
+        raise ValueError(
+            f"slerp: a and b must be non-zero vectors; row {bad} has a zero (or non-finite) norm"
+        )
     a = a / na
     b = b / nb
     d = (a * b).sum(-1, keepdim=True).clamp(-1.0, 1.0)

@@ -49,7 +49,9 @@ def _blocks(seed: int, start: int, count: int, stream: int, pairs: int, device: 
     lo, hi = _row_words(start, count, device)
     pair = torch.arange(pairs, dtype=torch.int64, device=device)
     ctr = torch.stack(
-        torch.broadcast_tensors(pair[None, :], torch.full_like(pair[None, :], stream), lo[:, None], hi[:, None]),
+        torch.broadcast_tensors(
+            pair[None, :], torch.full_like(pair[None, :], stream), lo[:, None], hi[:, None]
+        ),
         dim=-1,
     )
     return philox4x32_10(ctr.reshape(-1, 4), seed).reshape(count, pairs, 4)
@@ -59,7 +61,13 @@ def _bits53(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return ((a >> 5) << 26) | (b >> 6)
 
 
-def philox_uniform53(seed: int, start: int, count: int, stream: int, device: torch.device | str = "cpu") -> torch.Tensor:
+def _bits52(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return ((a >> 6) << 26) | (b >> 6)
+
+
+def philox_uniform53(
+    seed: int, start: int, count: int, stream: int, device: torch.device | str = "cpu"
+) -> torch.Tensor:
     """U[0, 1) float64 from the first two words of block (pair 0, stream, row) of each row."""
     w = _blocks(seed, start, count, stream, 1, torch.device(device))[:, 0]
     return _bits53(w[:, 0], w[:, 1]).to(torch.float64) * 2.0**-53
@@ -75,13 +83,14 @@ def philox_normal(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """Box-Muller normals: pair j of a row uses u1 = (bits53(w0, w1) + 1) 2^-53 in (0, 1] and
-    u2 = bits53(w2, w3) 2^-53; column 2j = r cos(2 pi u2), column 2j + 1 = r sin(2 pi u2)."""
+    """Box-Muller normals: pair j of a row uses u1 = 1 - bits52(w0, w1) 2^-52 in (0, 1] and
+    u2 = bits52(w2, w3) 2^-52 (the top 26 bits of each word); column 2j = r cos(2 pi u2),
+    column 2j + 1 = r sin(2 pi u2), r = sqrt(-2 log u1)."""
     device = torch.device(device)
     pairs = (dim + 1) // 2
     w = _blocks(seed, start, count, stream, pairs, device)
-    u1 = (_bits53(w[..., 0], w[..., 1]) + 1).to(torch.float64) * 2.0**-53
-    u2 = _bits53(w[..., 2], w[..., 3]).to(torch.float64) * 2.0**-53
+    u1 = 1.0 - _bits52(w[..., 0], w[..., 1]).to(torch.float64) * 2.0**-52
+    u2 = _bits52(w[..., 2], w[..., 3]).to(torch.float64) * 2.0**-52
     r = torch.sqrt(-2.0 * torch.log(u1))
     ang = 2.0 * math.pi * u2
     z = torch.stack([r * torch.cos(ang), r * torch.sin(ang)], dim=-1).reshape(count, 2 * pairs)[:, :dim]

@@ -1,0 +1,1 @@
+"""Straightforward reference implementations that bench cases time against."""
