@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "cpu_common.h"
-#include "tangentlens/checks.h"
+#include "tangentlens/op_args.h"
 #include "tangentlens/interp.h"
 #include "tangentlens/philox.h"
 
@@ -90,31 +90,12 @@ T* row_ptr(const at::Tensor& x, bool present, int64_t r) {
 }
 
 void paths_sample_cpu(at::Tensor& z0, at::Tensor& z1, at::Tensor& t, at::Tensor& p0, at::Tensor& p1,
-                      at::Tensor& tangent, int64_t seed, int64_t start, int64_t dim, int64_t mode, bool full,
+                      at::Tensor& tangent, int64_t seed, int64_t start, int64_t dim, int64_t kind, bool full,
                       double eps) {
-  TORCH_CHECK(mode == interp::kLerp || mode == interp::kSlerp, "mode: expected 0 (lerp) or 1 (slerp), got ", mode);
-  TORCH_CHECK(t.dim() == 1 && t.scalar_type() == at::kDouble && t.is_contiguous(),
-              "t: expected a contiguous float64 vector, got ", t.scalar_type(), " of shape ", t.sizes());
-  TORCH_CHECK(dim >= 1, "dim: expected >= 1, got ", dim);
-  TORCH_CHECK(mode == interp::kLerp || dim >= 2, "dim: slerp needs dim >= 2, got ", dim);
-  TORCH_CHECK(std::isfinite(eps), "eps: expected a finite number, got ", eps);
-  const int64_t count = t.size(0);
-  const bool has_z0 = check_optional_out(z0, "z0", count, dim, t);
-  const bool has_z1 = check_optional_out(z1, "z1", count, dim, t);
-  const bool has_p0 = check_optional_out(p0, "p0", count, dim, t);
-  const bool has_p1 = check_optional_out(p1, "p1", count, dim, t);
-  const bool has_tan = check_optional_out(tangent, "tangent", count, dim, t);
-  TORCH_CHECK(mode == interp::kSlerp || !(has_p0 || has_p1 || has_tan),
-              "paths_sample_: lerp paths are taken after the mapping network; p0, p1 and tangent must be empty");
-  at::ScalarType dtype = at::kFloat;
-  bool first = true;
-  for (const at::Tensor* x : {&z0, &z1, &p0, &p1, &tangent}) {
-    if (x->numel() == 0) continue;
-    TORCH_CHECK(first || x->scalar_type() == dtype, "paths_sample_: all outputs must share one dtype, got ",
-                dtype, " and ", x->scalar_type());
-    dtype = x->scalar_type();
-    first = false;
-  }
+  const PathsSampleArgs args = check_paths_sample(z0, z1, t, p0, p1, tangent, dim, kind, eps);
+  const int64_t count = args.count;
+  const bool has_z0 = args.z0, has_z1 = args.z1, has_p0 = args.p0, has_p1 = args.p1, has_tan = args.tangent;
+  const at::ScalarType dtype = args.dtype;
   const uint64_t useed = static_cast<uint64_t>(seed), ustart = static_cast<uint64_t>(start);
   double* t_out = t.data_ptr<double>();
   const bool need_path = has_p0 || has_p1 || has_tan;
@@ -143,22 +124,13 @@ void paths_sample_cpu(at::Tensor& z0, at::Tensor& z1, at::Tensor& t, at::Tensor&
 }
 
 std::tuple<at::Tensor, at::Tensor> interpolate_cpu(const at::Tensor& a, const at::Tensor& b, const at::Tensor& t,
-                                                   int64_t mode, bool with_tangent) {
-  TORCH_CHECK(mode == interp::kLerp || mode == interp::kSlerp, "mode: expected 0 (lerp) or 1 (slerp), got ", mode);
-  check_float_matrix(a, "a");
-  check_float_matrix(b, "b");
-  TORCH_CHECK(a.sizes() == b.sizes(), "b: expected the shape of a ", a.sizes(), ", got ", b.sizes());
-  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "b: expected the dtype of a (", a.scalar_type(), "), got ",
-              b.scalar_type());
-  TORCH_CHECK(t.dim() == 1 && t.size(0) == a.size(0) && t.scalar_type() == at::kDouble,
-              "t: expected float64 of shape [", a.size(0), "], got ", t.scalar_type(), " of shape ", t.sizes());
+                                                   int64_t kind, bool with_tangent) {
+  check_interpolate(a, b, t, kind);
   const int64_t rows = a.size(0), dim = a.size(1);
-  TORCH_CHECK(mode == interp::kLerp || dim >= 2 || rows == 0, "a: slerp needs vectors of dim >= 2, got ", dim);
   at::Tensor p = at::empty({rows, dim}, a.options());
   at::Tensor tan = with_tangent ? at::empty({rows, dim}, a.options()) : at::empty({0}, a.options());
-  const at::Tensor tc = t.contiguous();
-  const double* tp = tc.data_ptr<double>();
-  std::atomic<int64_t> bad_row{std::numeric_limits<int64_t>::max()};
+  const double* tp = t.data_ptr<double>();
+  std::atomic<int64_t> bad_row{kNoBadRow};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "interpolate_cpu", [&] {
     const scalar_t* ap = a.data_ptr<scalar_t>();
     const scalar_t* bp = b.data_ptr<scalar_t>();
@@ -171,7 +143,7 @@ std::tuple<at::Tensor, at::Tensor> interpolate_cpu(const at::Tensor& a, const at
         }
         RowOut<scalar_t> out{p.data_ptr<scalar_t>() + r * dim, nullptr,
                              with_tangent ? tan.data_ptr<scalar_t>() + r * dim : nullptr};
-        if (mode == interp::kLerp) {
+        if (kind == interp::kLerp) {
           lerp_row(za.data(), zb.data(), dim, tp[r], 0.0, out);
         } else if (!slerp_row(za.data(), zb.data(), dim, tp[r], 0.0, out)) {
           int64_t cur = bad_row.load();
@@ -181,9 +153,7 @@ std::tuple<at::Tensor, at::Tensor> interpolate_cpu(const at::Tensor& a, const at
       }
     });
   });
-  const int64_t bad = bad_row.load();
-  TORCH_CHECK(bad == std::numeric_limits<int64_t>::max(),
-              "slerp: a and b must be non-zero vectors; row ", bad, " has a zero (or non-finite) norm");
+  check_no_bad_row(bad_row.load());
   return {p, tan};
 }
 

@@ -12,7 +12,7 @@
 #endif
 
 #include "cpu_common.h"
-#include "tangentlens/checks.h"
+#include "tangentlens/op_args.h"
 #include "tangentlens/philox.h"
 
 namespace tangentlens {
@@ -149,10 +149,7 @@ void fill_normals(uint64_t seed, uint64_t row, uint32_t stream, int64_t col_begi
 namespace {
 
 at::Tensor philox4x32_10_cpu(const at::Tensor& counters, int64_t seed) {
-  TORCH_CHECK(counters.dim() == 2 && counters.size(1) == 4, "counters: expected shape [N, 4], got ",
-              counters.sizes());
-  TORCH_CHECK(counters.scalar_type() == at::kLong, "counters: expected int64 holding uint32 words, got ",
-              counters.scalar_type());
+  check_counters(counters);
   const at::Tensor c = counters.contiguous();
   at::Tensor out = at::empty_like(c);
   const int64_t* src = c.data_ptr<int64_t>();
@@ -176,7 +173,7 @@ at::Tensor philox4x32_10_cpu(const at::Tensor& counters, int64_t seed) {
 
 void philox_normal_cpu(at::Tensor& out, int64_t seed, int64_t start, int64_t stream) {
   check_float_matrix(out, "out");
-  TORCH_CHECK(stream >= 0 && stream <= 0xFFFFFFFFll, "stream: expected an integer in [0, 2^32), got ", stream);
+  check_stream(stream);
   const int64_t rows = out.size(0), dim = out.size(1);
   if (rows == 0 || dim == 0) return;
   const int64_t ld = out.stride(0);

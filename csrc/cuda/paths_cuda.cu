@@ -9,7 +9,7 @@
 #include <limits>
 
 #include "cuda_common.cuh"
-#include "tangentlens/checks.h"
+#include "tangentlens/op_args.h"
 #include "tangentlens/convert.h"
 #include "tangentlens/interp.h"
 #include "tangentlens/philox.h"
@@ -196,76 +196,42 @@ __global__ void interpolate_kernel(const T* a, const T* b, int64_t lda, int64_t 
 }
 
 void paths_sample_cuda(at::Tensor& z0, at::Tensor& z1, at::Tensor& t, at::Tensor& p0, at::Tensor& p1,
-                       at::Tensor& tangent, int64_t seed, int64_t start, int64_t dim, int64_t mode, bool full,
+                       at::Tensor& tangent, int64_t seed, int64_t start, int64_t dim, int64_t kind, bool full,
                        double eps) {
-  TORCH_CHECK(mode == interp::kLerp || mode == interp::kSlerp, "mode: expected 0 (lerp) or 1 (slerp), got ", mode);
-  TORCH_CHECK(t.dim() == 1 && t.scalar_type() == at::kDouble && t.is_contiguous(),
-              "t: expected a contiguous float64 vector, got ", t.scalar_type(), " of shape ", t.sizes());
-  TORCH_CHECK(dim >= 1, "dim: expected >= 1, got ", dim);
-  TORCH_CHECK(mode == interp::kLerp || dim >= 2, "dim: slerp needs dim >= 2, got ", dim);
-  TORCH_CHECK(::isfinite(eps), "eps: expected a finite number, got ", eps);
-  const int64_t count = t.size(0);
-  const bool has_z0 = check_optional_out(z0, "z0", count, dim, t);
-  const bool has_z1 = check_optional_out(z1, "z1", count, dim, t);
-  const bool has_p0 = check_optional_out(p0, "p0", count, dim, t);
-  const bool has_p1 = check_optional_out(p1, "p1", count, dim, t);
-  const bool has_tan = check_optional_out(tangent, "tangent", count, dim, t);
-  TORCH_CHECK(mode == interp::kSlerp || !(has_p0 || has_p1 || has_tan),
-              "paths_sample_: lerp paths are taken after the mapping network; p0, p1 and tangent must be empty");
-  at::ScalarType dtype = at::kFloat;
-  int64_t ld = dim;
-  bool first = true;
-  for (const at::Tensor* x : {&z0, &z1, &p0, &p1, &tangent}) {
-    if (x->numel() == 0) continue;
-    TORCH_CHECK(first || x->scalar_type() == dtype, "paths_sample_: all outputs must share one dtype, got ", dtype,
-                " and ", x->scalar_type());
-    TORCH_CHECK(first || x->stride(0) == ld, "paths_sample_: all outputs must share one row stride");
-    dtype = x->scalar_type();
-    ld = x->stride(0);
-    first = false;
-  }
+  const PathsSampleArgs args = check_paths_sample(z0, z1, t, p0, p1, tangent, dim, kind, eps);
+  const int64_t count = args.count, ld = args.ld;
+  const bool has_z0 = args.z0, has_z1 = args.z1, has_p0 = args.p0, has_p1 = args.p1, has_tan = args.tangent;
   if (count == 0) return;
   const c10::cuda::CUDAGuard guard(t.device());
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "paths_sample_cuda", [&] {
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, args.dtype, "paths_sample_cuda", [&] {
     auto ptr = [](at::Tensor& x, bool present) { return present ? x.data_ptr<scalar_t>() : nullptr; };
     paths_sample_kernel<scalar_t>
         <<<blocks_for(count, kRowsPerBlock), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
             ptr(z0, has_z0), ptr(z1, has_z1), t.data_ptr<double>(), ptr(p0, has_p0), ptr(p1, has_p1),
             ptr(tangent, has_tan), ld, count, dim, static_cast<uint64_t>(seed), static_cast<uint64_t>(start),
-            mode == interp::kSlerp, full, eps);
+            kind == interp::kSlerp, full, eps);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 std::tuple<at::Tensor, at::Tensor> interpolate_cuda(const at::Tensor& a, const at::Tensor& b, const at::Tensor& t,
-                                                    int64_t mode, bool with_tangent) {
-  TORCH_CHECK(mode == interp::kLerp || mode == interp::kSlerp, "mode: expected 0 (lerp) or 1 (slerp), got ", mode);
-  check_float_matrix(a, "a");
-  check_float_matrix(b, "b");
-  TORCH_CHECK(a.sizes() == b.sizes(), "b: expected the shape of a ", a.sizes(), ", got ", b.sizes());
-  TORCH_CHECK(a.scalar_type() == b.scalar_type(), "b: expected the dtype of a (", a.scalar_type(), "), got ",
-              b.scalar_type());
-  TORCH_CHECK(t.dim() == 1 && t.size(0) == a.size(0) && t.scalar_type() == at::kDouble && t.is_contiguous(),
-              "t: expected contiguous float64 of shape [", a.size(0), "], got ", t.scalar_type(), " of shape ",
-              t.sizes());
+                                                    int64_t kind, bool with_tangent) {
+  check_interpolate(a, b, t, kind);
   const int64_t rows = a.size(0), dim = a.size(1);
-  TORCH_CHECK(mode == interp::kLerp || dim >= 2 || rows == 0, "a: slerp needs vectors of dim >= 2, got ", dim);
   const c10::cuda::CUDAGuard guard(a.device());
   at::Tensor p = at::empty({rows, dim}, a.options());
   at::Tensor tan = with_tangent ? at::empty({rows, dim}, a.options()) : at::empty({0}, a.options());
   if (rows == 0 || dim == 0) return {p, tan};
-  at::Tensor bad = at::full({1}, std::numeric_limits<int64_t>::max(), a.options().dtype(at::kLong));
+  at::Tensor bad = at::full({1}, kNoBadRow, a.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, a.scalar_type(), "interpolate_cuda", [&] {
     interpolate_kernel<scalar_t><<<blocks_for(rows, kRowsPerBlock), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         a.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), a.stride(0), b.stride(0), t.data_ptr<double>(),
-        p.data_ptr<scalar_t>(), with_tangent ? tan.data_ptr<scalar_t>() : nullptr, rows, dim, mode == interp::kSlerp,
+        p.data_ptr<scalar_t>(), with_tangent ? tan.data_ptr<scalar_t>() : nullptr, rows, dim, kind == interp::kSlerp,
         reinterpret_cast<unsigned long long*>(bad.data_ptr<int64_t>()));
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  if (mode == interp::kSlerp) {
-    const int64_t first_bad = bad.item<int64_t>();  // one 8-byte read back: input validation
-    TORCH_CHECK(first_bad == std::numeric_limits<int64_t>::max(),
-                "slerp: a and b must be non-zero vectors; row ", first_bad, " has a zero (or non-finite) norm");
+  if (kind == interp::kSlerp) {
+    check_no_bad_row(bad.item<int64_t>());  // one 8-byte read back: input validation
   }
   return {p, tan};
 }

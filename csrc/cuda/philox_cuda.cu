@@ -5,7 +5,7 @@
 #include <torch/library.h>
 
 #include "cuda_common.cuh"
-#include "tangentlens/checks.h"
+#include "tangentlens/op_args.h"
 #include "tangentlens/convert.h"
 #include "tangentlens/philox.h"
 
@@ -50,10 +50,7 @@ __global__ void philox_normal_kernel(T* __restrict__ out, int64_t rows, int64_t 
 }
 
 at::Tensor philox4x32_10_cuda(const at::Tensor& counters, int64_t seed) {
-  TORCH_CHECK(counters.dim() == 2 && counters.size(1) == 4, "counters: expected shape [N, 4], got ",
-              counters.sizes());
-  TORCH_CHECK(counters.scalar_type() == at::kLong, "counters: expected int64 holding uint32 words, got ",
-              counters.scalar_type());
+  check_counters(counters);
   const c10::cuda::CUDAGuard guard(counters.device());
   const at::Tensor c = counters.contiguous();
   at::Tensor out = at::empty_like(c);
@@ -68,7 +65,7 @@ at::Tensor philox4x32_10_cuda(const at::Tensor& counters, int64_t seed) {
 
 void philox_normal_cuda(at::Tensor& out, int64_t seed, int64_t start, int64_t stream) {
   check_float_matrix(out, "out");
-  TORCH_CHECK(stream >= 0 && stream <= 0xFFFFFFFFll, "stream: expected an integer in [0, 2^32), got ", stream);
+  check_stream(stream);
   const int64_t rows = out.size(0), dim = out.size(1);
   if (rows == 0 || dim == 0) return;
   const c10::cuda::CUDAGuard guard(out.device());
