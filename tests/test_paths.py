@@ -367,3 +367,41 @@ def test_cuda_interpolate_matches_cpu(dtype):
     b[7] = 0
     with pytest.raises(RuntimeError, match="row 7 has a zero"):
         paths.slerp(a.cuda(), b.cuda(), t.cuda())
+
+
+@requires_native
+def test_raw_sample_op_checks_its_outputs():
+    def run(**over):
+        outs = dict(
+            z0=torch.empty(0, 8),
+            z1=torch.empty(0, 8),
+            t=torch.empty(5, dtype=torch.float64),
+            p0=torch.empty(5, 8),
+            p1=torch.empty(0, 8),
+            tangent=torch.empty(5, 8),
+        )
+        outs.update(over)
+        args = [outs[k] for k in ("z0", "z1", "t", "p0", "p1", "tangent")]
+        torch.ops.tangentlens.paths_sample_(*args, 1, 0, 8, 1, True, 1e-4)
+
+    run()  # the valid call
+    with pytest.raises(RuntimeError, match="p0: required"):
+        run(p0=torch.empty(0, 8))
+    with pytest.raises(RuntimeError, match=r"tangent: expected shape \[5, 8\]"):
+        run(tangent=torch.empty(5, 7))
+    with pytest.raises(RuntimeError, match="one dtype"):
+        run(tangent=torch.empty(5, 8, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match="t: expected a contiguous float64"):
+        run(t=torch.empty(5))
+    with pytest.raises(RuntimeError, match="path_kind: expected"):
+        torch.ops.tangentlens.paths_sample_(
+            *[torch.empty(0, 8)] * 2,
+            torch.empty(5, dtype=torch.float64),
+            *[torch.empty(0, 8)] * 3,
+            1,
+            0,
+            8,
+            7,
+            True,
+            1e-4,
+        )

@@ -56,6 +56,7 @@ inline PathsSampleArgs check_paths_sample(const at::Tensor& z0, const at::Tensor
   args.tangent = check_optional_out(tangent, "tangent", args.count, dim, t);
   TORCH_CHECK(kind == interp::kSlerp || !(args.p0 || args.p1 || args.tangent),
               "paths_sample_: lerp paths are taken after the mapping network; p0, p1 and tangent must be empty");
+  TORCH_CHECK(args.p0 || !(args.p1 || args.tangent), "p0: required (non-empty) when p1 or tangent is requested");
   bool first = true;
   for (const at::Tensor* x : {&z0, &z1, &p0, &p1, &tangent}) {
     if (x->numel() == 0) continue;
