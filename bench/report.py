@@ -29,9 +29,11 @@ def table(path: str) -> str:
         thr = r["throughput_per_s"][r["ours"]]
         floor = ""
         if "fraction_of_floor" in r:
-            floor = f"{100 * r['fraction_of_floor']:.0f}% of floor ({r.get('achieved_GBps', 0):.1f} GB/s written)"
+            pct, gbps = 100 * r["fraction_of_floor"], r.get("achieved_GBps", 0)
+            floor = f"{pct:.0f}% of floor ({gbps:.1f} GB/s written)"
+        ours, base = _fmt_s(med[r["ours"]]), _fmt_s(med[r["baseline"]])
         lines.append(
-            f"| {name} | {r['ours']} | {r['baseline']} | {_fmt_s(med[r['ours']])} | {_fmt_s(med[r['baseline']])} "
+            f"| {name} | {r['ours']} | {r['baseline']} | {ours} | {base} "
             f"| ×{r['speedup_vs_baseline']:.2f} | {thr:,.0f} {r['work_unit']}/s | {floor} |"
         )
     return "\n".join(lines)
