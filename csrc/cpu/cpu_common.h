@@ -5,6 +5,14 @@
 
 #include "tangentlens/convert.h"
 
+// Loops left to the auto-vectoriser get an AVX2 clone, selected at run time (the wheel stays portable).
+// -ffp-contract=off holds in both clones, so they give bit-identical results.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define TL_CPU_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define TL_CPU_CLONES
+#endif
+
 namespace tangentlens {
 namespace cpu {
 

@@ -32,19 +32,33 @@ struct RowOut {
 
 // p (always), p(t + eps) and the tangent (when asked) of one row.
 template <typename T, bool kStep, bool kTangent>
-void write_slerp(const interp::SlerpFrame& f, const interp::SlerpAngles& g, const double* za, const double* zb,
-                 int64_t dim, RowOut<T> out) {
+void write_slerp_elem(const interp::SlerpFrame& f, const interp::SlerpAngles& g, double on_axis, double za, double zb,
+                      T* __restrict__ p, T* __restrict__ p_eps, T* __restrict__ tangent) {
+  const interp::SlerpElem e = interp::slerp_elem(f, g, on_axis, za, zb);
+  *p = to_out<T>(e.p);
+  if constexpr (kStep) *p_eps = to_out<T>(e.p_eps);
+  if constexpr (kTangent) *tangent = to_out<T>(e.tangent);
+}
+
+template <typename T, bool kStep, bool kTangent>
+TL_CPU_CLONES void write_slerp(const interp::SlerpFrame& f, const interp::SlerpAngles& g,
+                               const double* __restrict__ za, const double* __restrict__ zb, int64_t dim,
+                               RowOut<T> out) {
+  T* __restrict__ p = out.p;
+  T* __restrict__ p_eps = out.p_eps;
+  T* __restrict__ tangent = out.tangent;
   for (int64_t j = 0; j < dim; ++j) {
-    const interp::SlerpElem e = interp::slerp_elem(f, g, j, za[j], zb[j]);
-    out.p[j] = to_out<T>(e.p);
-    if constexpr (kStep) out.p_eps[j] = to_out<T>(e.p_eps);
-    if constexpr (kTangent) out.tangent[j] = to_out<T>(e.tangent);
+    write_slerp_elem<T, kStep, kTangent>(f, g, 0.0, za[j], zb[j], p + j, p_eps + j, tangent + j);
+  }
+  if (f.axis >= 0) {  // the antipodal frame's e_axis term
+    const int64_t j = f.axis;
+    write_slerp_elem<T, kStep, kTangent>(f, g, 1.0, za[j], zb[j], p + j, p_eps + j, tangent + j);
   }
 }
 
 // Slerp of one row given in double; false if either endpoint is the zero vector. out.p is required.
 template <typename T>
-bool slerp_row(const double* za, const double* zb, int64_t dim, double t, double eps, RowOut<T> out) {
+TL_CPU_CLONES bool slerp_row(const double* za, const double* zb, int64_t dim, double t, double eps, RowOut<T> out) {
   // Four partial sums per quantity, added in a fixed order: deterministic, and the compiler can keep them
   // in one vector register (a plain `+=` reduction is not vectorised without -ffast-math).
   constexpr int kLanes = 4;
@@ -105,7 +119,7 @@ bool slerp_row(const double* za, const double* zb, int64_t dim, double t, double
 }
 
 template <typename T>
-void lerp_row(const double* za, const double* zb, int64_t dim, double t, double eps, RowOut<T> out) {
+TL_CPU_CLONES void lerp_row(const double* za, const double* zb, int64_t dim, double t, double eps, RowOut<T> out) {
   for (int64_t j = 0; j < dim; ++j) {
     const interp::LerpElem e = interp::lerp_elem(t, eps, za[j], zb[j]);
     if (out.p) out.p[j] = to_out<T>(e.p);

@@ -24,12 +24,6 @@ namespace {
 // then Box-Muller in a plain loop the compiler vectorises (an AVX2 clone is selected at run time).
 constexpr int64_t kBlock = 64;
 
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define TL_CPU_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define TL_CPU_CLONES
-#endif
-
 // Philox words of pairs first .. first + n - 1 of one (seed, row, stream): the portable version.
 void philox_words_scalar(uint64_t seed, uint64_t row, uint32_t stream, uint32_t first, int64_t n, uint32_t* wx,
                          uint32_t* wy, uint32_t* wz, uint32_t* ww) {

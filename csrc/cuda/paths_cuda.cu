@@ -125,7 +125,7 @@ __device__ bool slerp_row(const Src& src, int lane, int64_t dim, double t, doubl
     src.pair(q, a, b);
     double p[2], pe[2], tg[2];
     for (int e = 0; e < 2; ++e) {
-      const interp::SlerpElem r = interp::slerp_elem(f, g, 2 * q + e, a[e], b[e]);
+      const interp::SlerpElem r = interp::slerp_elem(f, g, 2 * q + e == f.axis ? 1.0 : 0.0, a[e], b[e]);
       p[e] = r.p;
       pe[e] = r.p_eps;
       tg[e] = r.tangent;

@@ -104,10 +104,12 @@ struct SlerpElem {
   double p, p_eps, tangent;
 };
 
-TL_HD SlerpElem slerp_elem(const SlerpFrame& f, const SlerpAngles& g, int64_t j, double z0, double z1) {
+// `on_axis` is [j == f.axis] as 1.0 or 0.0 (a CPU loop passes 0.0 for all j and redoes element f.axis
+// afterwards, so that the loop has no integer compare; x + 0.0 is what the element got either way).
+TL_HD SlerpElem slerp_elem(const SlerpFrame& f, const SlerpAngles& g, double on_axis, double z0, double z1) {
   const double a = z0 * f.ia;
   const double b = z1 * f.ib;
-  const double c = (f.beta * b + (j == f.axis ? 1.0 : 0.0) - f.delta * a) * f.inv_nc;
+  const double c = (f.beta * b + on_axis - f.delta * a) * f.inv_nc;
   SlerpElem e;
   e.p = a * g.cos_t + c * g.sin_t;
   e.p_eps = a * g.cos_e + c * g.sin_e;
