@@ -241,8 +241,9 @@ class LPIPS(nn.Module):
             lins = [torch.rand(c, generator=g) / c for c in channels]
         for layer, w in enumerate(lins):
             self.register_buffer(f"lin{layer}", w)
-        self.register_buffer("shift", torch.tensor(SHIFT).reshape(1, 3, 1, 1))
-        self.register_buffer("scale", torch.tensor(SCALE).reshape(1, 3, 1, 1))
+        # float64 constants, cast to the images' dtype when used
+        self.register_buffer("shift", torch.tensor(SHIFT, dtype=torch.float64).reshape(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor(SCALE, dtype=torch.float64).reshape(1, 3, 1, 1))
         self.requires_grad_(False)
         self.eval()
 
