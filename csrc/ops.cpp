@@ -36,6 +36,14 @@ TORCH_LIBRARY(tangentlens, m) {
   // Row-wise interpolation of a, b [B, D] at t (float64 [B]); returns (p, tangent), tangent empty unless
   // with_tangent. Raises on rows where a or b is the zero vector (slerp).
   m.def("interpolate(Tensor a, Tensor b, Tensor t, int path_kind, bool with_tangent) -> (Tensor, Tensor)");
+  // LPIPS layer head (SPEC 3). Feature maps [N, C, H, W], NCHW contiguous or channels_last (f0 and f1 alike);
+  // weight [C] in float32 (float64 for float64 maps); eps_mode 0 = lpips (eps outside the sqrt), 1 = torchmetrics
+  // (inside). Returns float32 [N] (float64 for float64 maps): mean over pixels of sum_c w_c (f0_hat - f1_hat)^2.
+  m.def("lpips_layer_distance(Tensor f0, Tensor f1, Tensor weight, float eps, int eps_mode) -> Tensor");
+  // Squared norms [N, K] (gram=False) or inner products [N, K, K] (gram=True) of the tangents of the weighted,
+  // normalised embedding sqrt(w / (H W)) f_hat along tangents [N, K, C, H, W] of f (each [C, H, W] slice in
+  // the layout of f).
+  m.def("lpips_tangent_norm(Tensor f, Tensor tangents, Tensor weight, float eps, int eps_mode, bool gram) -> Tensor");
 }
 
 }  // namespace tangentlens

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-from tangentlens import ops, paths
+from tangentlens import distances, ops, paths
 from tangentlens._extension import NATIVE_AVAILABLE, native_build_info, set_default_impl
+from tangentlens.distances import make_distance
+from tangentlens.lpips import LPIPS
 
 __version__ = "0.1.0"
 
-__all__ = ["NATIVE_AVAILABLE", "__version__", "native_build_info", "ops", "paths", "set_default_impl"]
+__all__ = [
+    "LPIPS",
+    "NATIVE_AVAILABLE",
+    "__version__",
+    "distances",
+    "make_distance",
+    "native_build_info",
+    "ops",
+    "paths",
+    "set_default_impl",
+]

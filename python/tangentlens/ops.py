@@ -8,6 +8,8 @@ cannot run).
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 
 from tangentlens import reference
@@ -16,7 +18,13 @@ from tangentlens._extension import NATIVE_AVAILABLE, Impl, resolve_impl
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _U64 = 1 << 64
 
-__all__ = ["FLOAT_DTYPES", "philox4x32_10", "philox_normal"]
+__all__ = [
+    "FLOAT_DTYPES",
+    "lpips_layer_distance",
+    "lpips_tangent_norm",
+    "philox4x32_10",
+    "philox_normal",
+]
 
 
 def check_u64(value: object, name: str) -> int:
@@ -108,6 +116,136 @@ def philox_normal(
     return out
 
 
+# ---- LPIPS layer head (SPEC 3) --------------------------------------------------------------------------
+
+EpsMode = Literal["outside", "inside"]
+_EPS_MODES = {"outside": 0, "inside": 1}
+
+
+def _eps_mode(eps_mode: object) -> int:
+    if eps_mode not in _EPS_MODES:
+        raise ValueError(
+            f"eps_mode: expected 'outside' (lpips: f / (|f| + eps)) or 'inside' "
+            f"(torchmetrics: f / sqrt(|f|^2 + eps)), got {eps_mode!r}"
+        )
+    return _EPS_MODES[eps_mode]  # type: ignore[index]
+
+
+def _check_eps(eps: object) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not 0 <= eps < float("inf"):
+        raise ValueError(f"eps: expected a finite number >= 0, got {eps!r}")
+    return float(eps)
+
+
+def _feature_map(x: object, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"{name}: expected a 4-D feature map [N, C, H, W], got shape {tuple(x.shape)}")
+    check_float_dtype(x.dtype, f"{name}.dtype")
+    return x
+
+
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """The layout the kernels read x in: NCHW when x is NCHW-contiguous, else channels_last when it is
+    (or when it is a channels_last view that is not dense, e.g. a slice)."""
+    if x.is_contiguous():
+        return False
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return True
+    st = x.stride()
+    return st[1] < st[2] and st[1] < st[3]
+
+
+def _lpips_weight(weight: object, f: torch.Tensor) -> torch.Tensor:
+    """[C] (or lpips' [1, C, 1, 1] conv weight) in the accumulation dtype of f."""
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"weight: expected a tensor, got {type(weight).__name__}")
+    c = f.shape[1]
+    if weight.numel() != c or (weight.dim() != 1 and tuple(weight.shape) != (1, c, 1, 1)):
+        raise ValueError(f"weight: expected shape [{c}] or [1, {c}, 1, 1], got {tuple(weight.shape)}")
+    if weight.device != f.device:
+        raise ValueError(f"weight: expected device {f.device}, got {weight.device}")
+    acc = torch.float64 if f.dtype == torch.float64 else torch.float32
+    return weight.reshape(c).to(acc).contiguous()
+
+
+def lpips_layer_distance(
+    f0: torch.Tensor,
+    f1: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    eps: float = 1e-10,
+    eps_mode: EpsMode = "outside",
+    impl: Impl = "auto",
+) -> torch.Tensor:
+    """One LPIPS layer's contribution ``mean_hw sum_c w_c (f0_hat - f1_hat)^2`` -> [N], fused.
+
+    ``f0``, ``f1``: [N, C, H, W] feature maps of one layer (fp16/bf16/fp32/fp64, one dtype), ``weight``: the
+    layer's non-negative linear weights [C]. The result is float32 (float64 for float64 maps); per-pixel
+    sums run in float32 (float64). NCHW and channels_last maps are read as they are (f1 is converted to the
+    layout of f0 if it differs; other strides are made contiguous). A non-finite value in a sample's maps
+    makes that sample's result NaN (other samples are unaffected). Differentiable in f0, f1 and weight
+    (the backward pass is the reference formula's).
+    """
+    f0 = _feature_map(f0, "f0")
+    f1 = _feature_map(f1, "f1")
+    if f0.shape != f1.shape:
+        raise ValueError(f"f1: expected the shape of f0 {tuple(f0.shape)}, got {tuple(f1.shape)}")
+    if f0.dtype != f1.dtype:
+        raise TypeError(f"f1: expected the dtype of f0 ({f0.dtype}), got {f1.dtype}")
+    if f0.device != f1.device:
+        raise ValueError(f"f1: expected device {f0.device}, got {f1.device}")
+    w = _lpips_weight(weight, f0)
+    mode, eps = _eps_mode(eps_mode), _check_eps(eps)
+    if resolve_impl(impl, f0.device) == "reference":
+        return reference.lpips_layer_distance(f0, f1, w, eps, mode)
+    fmt = torch.channels_last if _is_channels_last(f0) else torch.contiguous_format
+    f0, f1 = f0.contiguous(memory_format=fmt), f1.contiguous(memory_format=fmt)
+    return torch.ops.tangentlens.lpips_layer_distance(f0, f1, w, eps, mode)
+
+
+def lpips_tangent_norm(
+    f: torch.Tensor,
+    tangents: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    eps: float = 1e-8,
+    eps_mode: EpsMode = "inside",
+    gram: bool = False,
+    impl: Impl = "auto",
+) -> torch.Tensor:
+    """Squared norms of the tangents of one layer's LPIPS embedding ``e = sqrt(w / (H W)) f_hat``.
+
+    ``f``: [N, C, H, W]; ``tangents``: [N, K, C, H, W], K tangent maps of f (e.g. JVPs of the trunk).
+    Per pixel ``d f_hat = (t - f_hat <f_hat, t>) / |f|`` (with the eps convention, SPEC 3), and the result is
+    ``|d e|^2`` [N, K], or with ``gram=True`` the inner products ``<d e_i, d e_j>`` [N, K, K], computed
+    without materialising ``d f_hat``. The default ``eps_mode="inside"`` (torchmetrics' form, eps 1e-8) is
+    smooth at f = 0; with ``"outside"`` the derivative at a pixel with f = 0 is the one-sided ``t / eps``.
+    Summing over layers gives ``|J v|^2`` of the full embedding. Float32 result (float64 for float64 maps).
+    """
+    f = _feature_map(f, "f")
+    if not isinstance(tangents, torch.Tensor):
+        raise TypeError(f"tangents: expected a tensor, got {type(tangents).__name__}")
+    n, c, h, w_ = f.shape
+    if tangents.dim() != 5 or tangents.shape[0] != n or tuple(tangents.shape[2:]) != (c, h, w_):
+        raise ValueError(f"tangents: expected shape [{n}, K, {c}, {h}, {w_}], got {tuple(tangents.shape)}")
+    if tangents.dtype != f.dtype:
+        raise TypeError(f"tangents: expected the dtype of f ({f.dtype}), got {tangents.dtype}")
+    if tangents.device != f.device:
+        raise ValueError(f"tangents: expected device {f.device}, got {tangents.device}")
+    wt = _lpips_weight(weight, f)
+    mode, eps = _eps_mode(eps_mode), _check_eps(eps)
+    if resolve_impl(impl, f.device) == "reference":
+        return reference.lpips_tangent_norm(f, tangents, wt, eps, mode, bool(gram))
+    if _is_channels_last(f):
+        f = f.contiguous(memory_format=torch.channels_last)
+        tangents = tangents.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    else:
+        f, tangents = f.contiguous(), tangents.contiguous()
+    return torch.ops.tangentlens.lpips_tangent_norm(f, tangents, wt, eps, mode, bool(gram))
+
+
 # ---- fake kernels (torch.compile / meta) and autograd ------------------------------------------------
 
 if NATIVE_AVAILABLE:
@@ -154,3 +292,44 @@ if NATIVE_AVAILABLE:
     torch.library.register_autograd(
         "tangentlens::interpolate", _interpolate_backward, setup_context=_interpolate_setup
     )
+
+    # LPIPS layer head: forward kernels; gradients from the reference formula (same maths).
+    @torch.library.register_fake("tangentlens::lpips_layer_distance")
+    def _lpips_layer_distance_fake(
+        f0: torch.Tensor, f1: torch.Tensor, weight: torch.Tensor, eps: float, eps_mode: int
+    ) -> torch.Tensor:
+        torch._check(f0.dim() == 4, lambda: "f0: expected a 4-D feature map")
+        return f0.new_empty(f0.shape[0], dtype=weight.dtype)
+
+    @torch.library.register_fake("tangentlens::lpips_tangent_norm")
+    def _lpips_tangent_norm_fake(
+        f: torch.Tensor, tangents: torch.Tensor, weight: torch.Tensor, eps: float, eps_mode: int, gram: bool
+    ) -> torch.Tensor:
+        torch._check(tangents.dim() == 5, lambda: "tangents: expected a 5-D tensor")
+        n, k = tangents.shape[0], tangents.shape[1]
+        shape = (n, k, k) if gram else (n, k)
+        return f.new_empty(shape, dtype=weight.dtype)
+
+    def _reference_backward(fn, n_tensors: int):  # noqa: ANN001, ANN202
+        def setup(ctx, inputs, output) -> None:  # noqa: ANN001
+            ctx.save_for_backward(*inputs[:n_tensors])
+            ctx.rest = inputs[n_tensors:]
+
+        def backward(ctx, grad):  # noqa: ANN001, ANN202
+            with torch.enable_grad():
+                leaves = [x.detach().requires_grad_(True) for x in ctx.saved_tensors]
+                out = fn(*leaves, *ctx.rest)
+                grads = torch.autograd.grad(out, leaves, grad.to(out.dtype), allow_unused=True)
+            grads = [
+                None if g is None else g.to(x.dtype) for g, x in zip(grads, ctx.saved_tensors, strict=True)
+            ]
+            return (*grads, *([None] * len(ctx.rest)))
+
+        return backward, setup
+
+    for _name, _fn, _nt in (
+        ("lpips_layer_distance", reference.lpips_layer_distance, 3),
+        ("lpips_tangent_norm", reference.lpips_tangent_norm, 3),
+    ):
+        _bw, _setup = _reference_backward(_fn, _nt)
+        torch.library.register_autograd(f"tangentlens::{_name}", _bw, setup_context=_setup)

@@ -1,0 +1,359 @@
+"""LPIPS (v0.1) without torchvision: the module, its weight loaders and NVIDIA's TorchScript form (SPEC 3).
+
+``LPIPS(x0, x1) = sum_l mean_hw sum_c w_lc (f_hat0 - f_hat1)^2`` with ``f_hat`` the channel-normalised
+activations of the trunk, which is ``|e(x0) - e(x1)|^2`` for the embedding
+``e(x)_l = sqrt(w_l / (H_l W_l)) f_hat_l``.
+
+Weights (never unpickled: ``torch.load(..., weights_only=True)``):
+
+- trunk: torchvision's ImageNet state dicts as they are (``features.N.weight`` keys):
+  ``vgg16-397923af.pth``, ``alexnet-owt-7be5be79.pth``, ``squeezenet1_1-b8a52dc0.pth``;
+- linear layers: the lpips package's ``weights/v0.1/{vgg,alex,squeeze}.pth`` (``linL.model.1.weight``).
+
+An explicit path wins; otherwise the file is searched in the directories of ``$TANGENTLENS_WEIGHTS``
+(os.pathsep-separated; each directory and its ``v0.1/`` subdirectory), the torch hub checkpoint cache
+(``torch.hub.get_dir()/checkpoints``) and, for the linear layers, the installed lpips package's shipped
+``weights/v0.1/`` (located without importing lpips). See docs/lpips.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import nn
+
+from tangentlens import ops
+from tangentlens._extension import Impl
+from tangentlens.models.trunks import TRUNKS, Trunk
+from tangentlens.reference.lpips import normalize_channels
+
+__all__ = [
+    "LPIPS",
+    "WEIGHTS_ENV",
+    "NvidiaTorchScriptLPIPS",
+    "WeightsNotFoundError",
+    "find_weights",
+    "load_linear_weights",
+    "load_trunk_weights",
+]
+
+WEIGHTS_ENV = "TANGENTLENS_WEIGHTS"
+NET_ALIASES = {"vgg16": "vgg16", "vgg": "vgg16", "alex": "alex", "alexnet": "alex", "squeeze": "squeeze"}
+LINEAR_FILES = {"vgg16": "vgg.pth", "alex": "alex.pth", "squeeze": "squeeze.pth"}
+TRUNK_URLS = {
+    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "alex": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+    "squeeze": "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth",
+}
+LINEAR_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/{}"
+# The scaling layer: (x - shift) / scale on images in [-1, 1] (ImageNet mean / std of (x + 1) / 2).
+SHIFT = (-0.030, -0.088, -0.188)
+SCALE = (0.458, 0.448, 0.450)
+# eps conventions: the lpips package (eps outside the sqrt) and torchmetrics (inside).
+EPS_PRESETS: dict[str, tuple[ops.EpsMode, float]] = {
+    "lpips": ("outside", 1e-10),
+    "torchmetrics": ("inside", 1e-8),
+}
+
+PathLike = str | os.PathLike
+InputRange = Literal["-1_1", "0_255"]
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """A weights file was not found; the message says which file, where we looked and how to get it."""
+
+
+def _search_dirs(kind: Literal["trunk", "linear"], version: str) -> list[Path]:
+    dirs: list[Path] = []
+    for d in os.environ.get(WEIGHTS_ENV, "").split(os.pathsep):
+        if d:
+            dirs += [Path(d), Path(d) / f"v{version}"]
+    dirs.append(Path(torch.hub.get_dir()) / "checkpoints")
+    if kind == "linear":
+        spec = importlib.util.find_spec("lpips")
+        if spec is not None and spec.submodule_search_locations:
+            for loc in spec.submodule_search_locations:
+                dirs.append(Path(loc) / "weights" / f"v{version}")
+    return dirs
+
+
+def find_weights(filename: str, kind: Literal["trunk", "linear"], version: str = "0.1") -> Path:
+    """The first existing ``filename`` along the documented search path; WeightsNotFoundError otherwise."""
+    dirs = _search_dirs(kind, version)
+    for d in dirs:
+        if (d / filename).is_file():
+            return d / filename
+    if kind == "trunk":
+        url = next((u for u in TRUNK_URLS.values() if u.endswith(filename)), None)
+        how = f"download {url}" if url else "get torchvision's ImageNet weights"
+        how += " into the torch hub checkpoint directory (torchvision does this on first use) or"
+    else:
+        how = (
+            f"download {LINEAR_URL.format(filename)} (the lpips package ships it as weights/v{version}/"
+            f"{filename}; `pip install lpips` also works) into"
+        )
+    raise WeightsNotFoundError(
+        f"LPIPS {kind} weights {filename!r} not found. Looked in: "
+        + ", ".join(str(d) for d in dirs)
+        + f". To fix: {how} a directory named in ${WEIGHTS_ENV}, or pass the file's path explicitly "
+        f"({'trunk_weights' if kind == 'trunk' else 'linear_weights'}=...)."
+    )
+
+
+def _load_state(source: PathLike | Mapping[str, torch.Tensor], what: str) -> Mapping[str, torch.Tensor]:
+    if isinstance(source, Mapping):
+        return source
+    path = Path(source)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"{what}: no such file {str(path)!r}")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{what}: expected a state dict in {str(path)!r}, got {type(state).__name__}")
+    return state
+
+
+def load_trunk_weights(trunk: Trunk, source: PathLike | Mapping[str, torch.Tensor]) -> None:
+    """Load torchvision's state dict (``features.N.*`` keys; ``classifier.*`` keys are ignored)."""
+    state = _load_state(source, "trunk_weights")
+    feats = {k: v for k, v in state.items() if k.startswith("features.")}
+    expected = trunk.state_dict().keys()
+    missing = sorted(set(expected) - set(feats))
+    unexpected = sorted(set(feats) - set(expected))
+    if missing or unexpected:
+        raise ValueError(
+            f"trunk_weights: not a torchvision {type(trunk).__name__} state dict: missing keys {missing[:4]}"
+            f"{'...' if len(missing) > 4 else ''}, unexpected keys {unexpected[:4]}"
+            f"{'...' if len(unexpected) > 4 else ''}"
+        )
+    for k, v in feats.items():
+        want = trunk.state_dict()[k].shape
+        if v.shape != want:
+            raise ValueError(f"trunk_weights: {k}: expected shape {tuple(want)}, got {tuple(v.shape)}")
+    trunk.load_state_dict(feats)
+
+
+def load_linear_weights(
+    source: PathLike | Mapping[str, torch.Tensor], channels: tuple[int, ...]
+) -> list[torch.Tensor]:
+    """The lpips v0.1 linear layers: ``lin{l}.model.1.weight`` [1, C_l, 1, 1] -> [C_l] each, checked >= 0."""
+    state = _load_state(source, "linear_weights")
+    out = []
+    for layer, c in enumerate(channels):
+        key = f"lin{layer}.model.1.weight"
+        if key not in state:
+            raise ValueError(f"linear_weights: missing key {key!r} (found {sorted(state)[:8]})")
+        w = state[key]
+        if tuple(w.shape) != (1, c, 1, 1):
+            raise ValueError(f"linear_weights: {key}: expected shape (1, {c}, 1, 1), got {tuple(w.shape)}")
+        if not torch.isfinite(w).all() or (w < 0).any():
+            raise ValueError(f"linear_weights: {key}: expected finite non-negative weights")
+        out.append(w.reshape(c).to(torch.float32))
+    extra = sorted(k for k in state if k.startswith("lin") and int(k[3:].split(".")[0]) >= len(channels))
+    if extra:
+        raise ValueError(f"linear_weights: unexpected keys {extra} for a {len(channels)}-layer network")
+    return out
+
+
+def _check_image(x: object, name: str) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{name}: expected a tensor, got {type(x).__name__}")
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"{name}: expected images [N, 3, H, W], got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got {x.dtype}")
+    return x
+
+
+def _check_input_range(input_range: object) -> InputRange:
+    if input_range not in ("-1_1", "0_255"):
+        raise ValueError(f"input_range: expected '-1_1' or '0_255', got {input_range!r}")
+    return input_range  # type: ignore[return-value]
+
+
+class LPIPS(nn.Module):
+    """LPIPS v0.1 with our own trunks and the fused layer head.
+
+    Args:
+        net: ``"vgg16"`` (alias ``"vgg"``), ``"alex"`` or ``"squeeze"``.
+        version: the linear-layer version; only ``"0.1"`` exists.
+        trunk_weights: a torchvision state-dict file or dict; None searches (module docstring).
+        linear_weights: lpips' linear-layer file or dict; None searches.
+        eps_mode: ``"lpips"`` (``f / (|f| + 1e-10)``, the lpips package) or ``"torchmetrics"``
+            (``f / sqrt(|f|^2 + 1e-8)``); ``eps`` overrides the constant.
+        input_range: ``"-1_1"`` (default) or ``"0_255"`` (StyleGAN's convention, mapped by x / 127.5 - 1).
+        pretrained: False builds randomly initialised weights (seeded; for tests and timing only, not a
+            perceptual metric).
+        impl: the fused head's implementation (see :func:`tangentlens._extension.resolve_impl`).
+
+    ``lp(x0, x1) -> [N]``, ``lp.embed(x) -> [N, F]`` with ``lp(x0, x1) == |embed(x0) - embed(x1)|^2``.
+    Parameters are frozen (``requires_grad=False``); gradients with respect to the images flow.
+    """
+
+    def __init__(
+        self,
+        net: str = "vgg16",
+        version: str = "0.1",
+        *,
+        trunk_weights: PathLike | Mapping[str, torch.Tensor] | None = None,
+        linear_weights: PathLike | Mapping[str, torch.Tensor] | None = None,
+        eps_mode: Literal["lpips", "torchmetrics"] = "lpips",
+        eps: float | None = None,
+        input_range: InputRange = "-1_1",
+        pretrained: bool = True,
+        impl: Impl = "auto",
+    ) -> None:
+        super().__init__()
+        if net not in NET_ALIASES:
+            raise ValueError(f"net: expected one of {sorted(NET_ALIASES)}, got {net!r}")
+        if version != "0.1":
+            raise ValueError(f"version: only '0.1' linear layers exist, got {version!r}")
+        if eps_mode not in EPS_PRESETS:
+            raise ValueError(f"eps_mode: expected 'lpips' or 'torchmetrics', got {eps_mode!r}")
+        self.net = NET_ALIASES[net]
+        self.input_range = _check_input_range(input_range)
+        self.eps_mode: ops.EpsMode = EPS_PRESETS[eps_mode][0]
+        self.eps = float(EPS_PRESETS[eps_mode][1] if eps is None else eps)
+        self.impl: Impl = impl
+        self.trunk: Trunk = TRUNKS[self.net]()
+        channels = self.trunk.channels
+        if pretrained:
+            if trunk_weights is None:
+                trunk_weights = find_weights(self.trunk.weights_file, "trunk", version)
+            if linear_weights is None:
+                linear_weights = find_weights(LINEAR_FILES[self.net], "linear", version)
+            load_trunk_weights(self.trunk, trunk_weights)
+            lins = load_linear_weights(linear_weights, channels)
+        else:
+            if trunk_weights is not None or linear_weights is not None:
+                raise ValueError("pretrained=False builds random weights; do not pass weight files with it")
+            g = torch.Generator().manual_seed(0)
+            for m in self.trunk.modules():
+                if isinstance(m, nn.Conv2d):
+                    fan_in = m.in_channels * m.kernel_size[0] * m.kernel_size[1]
+                    m.weight.data = torch.randn(m.weight.shape, generator=g) * (2.0 / fan_in) ** 0.5
+                    assert m.bias is not None
+                    m.bias.data = 0.01 * torch.randn(m.bias.shape, generator=g)
+            lins = [torch.rand(c, generator=g) / c for c in channels]
+        for layer, w in enumerate(lins):
+            self.register_buffer(f"lin{layer}", w)
+        # float64 constants, cast to the images' dtype when used
+        self.register_buffer("shift", torch.tensor(SHIFT, dtype=torch.float64).reshape(1, 3, 1, 1))
+        self.register_buffer("scale", torch.tensor(SCALE, dtype=torch.float64).reshape(1, 3, 1, 1))
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def linear_weights(self) -> list[torch.Tensor]:
+        return [getattr(self, f"lin{i}") for i in range(len(self.trunk.channels))]
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_range == "0_255":
+            x = x / 127.5 - 1.0
+        return (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The trunk's taps for images ``x`` (in ``input_range``)."""
+        return self.trunk(self._prepare(_check_image(x, "x")))
+
+    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        x0, x1 = _check_image(x0, "x0"), _check_image(x1, "x1")
+        if x0.shape != x1.shape:
+            raise ValueError(f"x1: expected the shape of x0 {tuple(x0.shape)}, got {tuple(x1.shape)}")
+        n = x0.shape[0]
+        feats = self.trunk(self._prepare(torch.cat([x0, x1])))  # one trunk pass for both images
+        total = None
+        for f, w in zip(feats, self.linear_weights, strict=True):
+            d = ops.lpips_layer_distance(
+                f[:n], f[n:], w, eps=self.eps, eps_mode=self.eps_mode, impl=self.impl
+            )
+            total = d if total is None else total + d
+        assert total is not None
+        return total
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The embedding [N, F] (layers concatenated, each flattened in C, H, W order)."""
+        mode = ops._eps_mode(self.eps_mode)
+        parts = []
+        for f, w in zip(self.features(x), self.linear_weights, strict=True):
+            hw = f.shape[2] * f.shape[3]
+            scale = torch.sqrt(w.to(f.dtype) / hw).reshape(1, -1, 1, 1)
+            parts.append((scale * normalize_channels(f, self.eps, mode)).flatten(1))
+        return torch.cat(parts, dim=1)
+
+    def tangent_norms(self, x: torch.Tensor, v: torch.Tensor, *, gram: bool = False) -> torch.Tensor:
+        """``|J v_k|^2`` [N, K] (or ``<J v_i, J v_j>`` [N, K, K]) of the embedding at images x [N, 3, H, W]
+        along image tangents v [N, K, 3, H, W]: the trunk's JVPs (torch.func, vmapped over K) and the
+        fused tangent kernel per layer (module's eps convention; finite at f = 0 in both)."""
+        x = _check_image(x, "x")
+        if v.dim() != 5 or v.shape[0] != x.shape[0] or v.shape[2:] != x.shape[1:]:
+            raise ValueError(
+                f"v: expected shape [{x.shape[0]}, K, {', '.join(map(str, x.shape[1:]))}], "
+                f"got {tuple(v.shape)}"
+            )
+
+        def feats(xx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return tuple(self.trunk(self._prepare(xx)))
+
+        primal = feats(x)
+        tans = torch.func.vmap(lambda t: torch.func.jvp(feats, (x,), (t,))[1], in_dims=1, out_dims=1)(v)
+        total = None
+        for f, t, w in zip(primal, tans, self.linear_weights, strict=True):
+            r = ops.lpips_tangent_norm(
+                f, t, w, eps=self.eps, eps_mode=self.eps_mode, gram=gram, impl=self.impl
+            )
+            total = r if total is None else total + r
+        assert total is not None
+        return total
+
+    @staticmethod
+    def from_nvidia_torchscript(
+        path: PathLike, *, input_range: InputRange = "-1_1"
+    ) -> NvidiaTorchScriptLPIPS:
+        """Load NVIDIA's TorchScript ``vgg16.pt`` (the StyleGAN metrics' LPIPS) behind our interface.
+
+        TorchScript is code: ``torch.jit.load`` runs what the file says, so trust the file as you would a
+        pickle. This is the only place tangentlens calls ``torch.jit.load``.
+        """
+        return NvidiaTorchScriptLPIPS(path, input_range=input_range)
+
+
+class NvidiaTorchScriptLPIPS(nn.Module):
+    """NVIDIA's ``vgg16.pt`` with LPIPS' interface: ``forward(x0, x1) -> [N]``, ``embed(x) -> [N, F]``.
+
+    The TorchScript module is called as ``m(img_0_255, resize_images=False, return_lpips=True)`` and returns
+    the flattened embedding; images in [-1, 1] are mapped to [0, 255] first (``input_range="-1_1"``).
+    """
+
+    def __init__(self, path: PathLike, *, input_range: InputRange = "-1_1") -> None:
+        super().__init__()
+        path = Path(path)
+        if not path.is_file():
+            raise WeightsNotFoundError(
+                f"from_nvidia_torchscript: no such file {str(path)!r}; NVIDIA's LPIPS module is "
+                "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt"
+            )
+        self.input_range = _check_input_range(input_range)
+        self.module = torch.jit.load(str(path), map_location="cpu")
+        self.requires_grad_(False)
+        self.eval()
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        x = _check_image(x, "x")
+        img = (x + 1.0) * 127.5 if self.input_range == "-1_1" else x
+        e = self.module(img, resize_images=False, return_lpips=True)
+        if not isinstance(e, torch.Tensor) or e.dim() != 2 or e.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"from_nvidia_torchscript: expected the module to return [N, F], got "
+                f"{tuple(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__}"
+            )
+        return e
+
+    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        if x0.shape != x1.shape:
+            raise ValueError(f"x1: expected the shape of x0 {tuple(x0.shape)}, got {tuple(x1.shape)}")
+        return (self.embed(x0) - self.embed(x1)).square().sum(1)

@@ -1,0 +1,141 @@
+"""Feature trunks of the LPIPS networks, written here so that torchvision is not needed.
+
+Each trunk holds its layers in ``self.features`` with the module indices of torchvision's
+``features`` Sequential, so torchvision's state-dict files (keys ``features.N.weight`` /
+``features.N.bias``) load as they are. ``forward`` returns the LPIPS taps (SPEC 3): the activations at
+the end of each slice of ``features``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class Trunk(nn.Module):
+    """``features`` plus the slice boundaries whose outputs are tapped."""
+
+    #: torchvision's file name of the ImageNet weights (in the torch hub checkpoint cache).
+    weights_file: str = ""
+    #: channels of the taps
+    channels: tuple[int, ...] = ()
+    #: end index (exclusive) of each tapped slice of ``features``
+    tap_ends: tuple[int, ...] = ()
+
+    features: nn.Sequential
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        taps: list[torch.Tensor] = []
+        ends = iter(self.tap_ends)
+        end = next(ends)
+        for i, layer in enumerate(self.features):
+            x = layer(x)
+            if i + 1 == end:
+                taps.append(x)
+                end = next(ends, -1)
+                if end < 0:
+                    break
+        return taps
+
+
+def _relu() -> nn.ReLU:
+    return nn.ReLU(inplace=False)
+
+
+class VGG16Features(Trunk):
+    """VGG16 ``features`` [0:30]; taps relu1_2, relu2_2, relu3_3, relu4_3, relu5_3."""
+
+    weights_file = "vgg16-397923af.pth"
+    channels = (64, 128, 256, 512, 512)
+    tap_ends = (4, 9, 16, 23, 30)
+
+    def __init__(self) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        c_in = 3
+        for block, (c_out, convs) in enumerate([(64, 2), (128, 2), (256, 3), (512, 3), (512, 3)]):
+            if block > 0:
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            for _ in range(convs):
+                layers += [nn.Conv2d(c_in, c_out, kernel_size=3, padding=1), _relu()]
+                c_in = c_out
+        layers.append(nn.MaxPool2d(kernel_size=2, stride=2))  # index 30, never reached by the taps
+        self.features = nn.Sequential(*layers)
+
+
+class AlexNetFeatures(Trunk):
+    """AlexNet ``features`` (torchvision's one-weird-trick variant); taps after relu1..relu5."""
+
+    weights_file = "alexnet-owt-7be5be79.pth"
+    channels = (64, 192, 384, 256, 256)
+    tap_ends = (2, 5, 8, 10, 12)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
+            _relu(),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(64, 192, kernel_size=5, padding=2),
+            _relu(),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+            nn.Conv2d(192, 384, kernel_size=3, padding=1),
+            _relu(),
+            nn.Conv2d(384, 256, kernel_size=3, padding=1),
+            _relu(),
+            nn.Conv2d(256, 256, kernel_size=3, padding=1),
+            _relu(),
+            nn.MaxPool2d(kernel_size=3, stride=2),
+        )
+
+
+class Fire(nn.Module):
+    """SqueezeNet fire module: squeeze 1x1, then concatenated 1x1 and 3x3 expansions."""
+
+    def __init__(self, c_in: int, squeeze: int, expand1x1: int, expand3x3: int) -> None:
+        super().__init__()
+        self.squeeze = nn.Conv2d(c_in, squeeze, kernel_size=1)
+        self.squeeze_activation = _relu()
+        self.expand1x1 = nn.Conv2d(squeeze, expand1x1, kernel_size=1)
+        self.expand1x1_activation = _relu()
+        self.expand3x3 = nn.Conv2d(squeeze, expand3x3, kernel_size=3, padding=1)
+        self.expand3x3_activation = _relu()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.squeeze_activation(self.squeeze(x))
+        return torch.cat(
+            [self.expand1x1_activation(self.expand1x1(x)), self.expand3x3_activation(self.expand3x3(x))], 1
+        )
+
+
+class SqueezeNet11Features(Trunk):
+    """SqueezeNet 1.1 ``features``; seven taps (after relu1, fire3, fire5, fire6, fire7, fire8, fire9)."""
+
+    weights_file = "squeezenet1_1-b8a52dc0.pth"
+    channels = (64, 128, 256, 384, 384, 512, 512)
+    tap_ends = (2, 5, 8, 10, 11, 12, 13)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 64, kernel_size=3, stride=2),
+            _relu(),
+            nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+            Fire(64, 16, 64, 64),
+            Fire(128, 16, 64, 64),
+            nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+            Fire(128, 32, 128, 128),
+            Fire(256, 32, 128, 128),
+            nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+            Fire(256, 48, 192, 192),
+            Fire(384, 48, 192, 192),
+            Fire(384, 64, 256, 256),
+            Fire(512, 64, 256, 256),
+        )
+
+
+TRUNKS: dict[str, type[Trunk]] = {
+    "vgg16": VGG16Features,
+    "alex": AlexNetFeatures,
+    "squeeze": SqueezeNet11Features,
+}
