@@ -30,7 +30,7 @@ def table(path: str) -> str:
         floor = ""
         if "fraction_of_floor" in r:
             pct, gbps = 100 * r["fraction_of_floor"], r.get("achieved_GBps", 0)
-            floor = f"{pct:.0f}% of floor ({gbps:.1f} GB/s written)"
+            floor = f"{pct:.0f}% of floor ({gbps:.1f} GB/s of floor bytes)"
         ours, base = _fmt_s(med[r["ours"]]), _fmt_s(med[r["baseline"]])
         lines.append(
             f"| {name} | {r['ours']} | {r['baseline']} | {ours} | {base} "

@@ -326,7 +326,12 @@ def test_kernel_entry_checks():
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
 @pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last])
 def test_cuda_matches_cpu(dtype, fmt):
-    for shape in [(3, 64, 9, 11), (2, 13, 1, 1), (2, 512, 4, 4), (2, 37, 23, 29)]:  # last: several pixel chunks
+    for shape in [
+        (3, 64, 9, 11),
+        (2, 13, 1, 1),
+        (2, 512, 4, 4),
+        (2, 37, 23, 29),
+    ]:  # last: several pixel chunks
         f0 = _rand(*shape, dtype=dtype, seed=28).contiguous(memory_format=fmt)
         f1 = _rand(*shape, dtype=dtype, seed=29).contiguous(memory_format=fmt)
         t = _rand(shape[0], 3, *shape[1:], dtype=dtype, seed=30, relu=False)

@@ -84,11 +84,14 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
 
     def head_ours() -> torch.Tensor:
         f0s, f1s = head_maps()
-        return sum(ops.lpips_layer_distance(a, b, w, eps=1e-10, eps_mode="outside") for a, b, w in zip(f0s, f1s, ws))
+        return sum(
+            ops.lpips_layer_distance(a, b, w, eps=1e-10, eps_mode="outside")
+            for a, b, w in zip(f0s, f1s, ws, strict=True)
+        )
 
     def head_eager() -> torch.Tensor:
         f0s, f1s = head_maps()
-        return sum(eager_head(a, b, w) for a, b, w in zip(f0s, f1s, ws))
+        return sum(eager_head(a, b, w) for a, b, w in zip(f0s, f1s, ws, strict=True))
 
     def head_check() -> None:
         torch.testing.assert_close(head_ours(), head_eager(), rtol=1e-4, atol=1e-6)
@@ -119,11 +122,14 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
 
     def tan_ours() -> torch.Tensor:
         fs, ts = tan_maps()
-        return sum(ops.lpips_tangent_norm(f, t, w, eps=1e-8, eps_mode="inside") for f, t, w in zip(fs, ts, ws))
+        return sum(
+            ops.lpips_tangent_norm(f, t, w, eps=1e-8, eps_mode="inside")
+            for f, t, w in zip(fs, ts, ws, strict=True)
+        )
 
     def tan_jvp() -> torch.Tensor:
         fs, ts = tan_maps()
-        return sum(jvp_tangent_norms(f, t, w) for f, t, w in zip(fs, ts, ws))
+        return sum(jvp_tangent_norms(f, t, w) for f, t, w in zip(fs, ts, ws, strict=True))
 
     def tan_check() -> None:
         torch.testing.assert_close(tan_ours(), tan_jvp(), rtol=1e-4, atol=1e-6)
@@ -150,7 +156,7 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
     def full_eager(x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
         feats = lp.trunk(lp._prepare(torch.cat([x0, x1])))
         m = x0.shape[0]
-        return sum(eager_head(f[:m], f[m:], w) for f, w in zip(feats, lp.linear_weights))
+        return sum(eager_head(f[:m], f[m:], w) for f, w in zip(feats, lp.linear_weights, strict=True))
 
     cpu = device.type == "cpu"
     for size, batch in ((64, 4 if quick else (16 if cpu else 64)), (256, 1 if quick else (2 if cpu else 16))):
@@ -179,7 +185,12 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
                 work=batch,
                 work_unit="pairs",
                 repeats=3 if quick else 5,
-                meta={"batch": batch, "image": size, "weights": "random (pretrained=False)", "dtype": "float32"},
+                meta={
+                    "batch": batch,
+                    "image": size,
+                    "weights": "random (pretrained=False)",
+                    "dtype": "float32",
+                },
                 check=full_check,
             )
         )
