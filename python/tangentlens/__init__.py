@@ -5,6 +5,7 @@ from __future__ import annotations
 from tangentlens import distances, ops, paths
 from tangentlens._extension import NATIVE_AVAILABLE, native_build_info, set_default_impl
 from tangentlens.distances import make_distance
+from tangentlens.jvp import coverage, jvp
 from tangentlens.lpips import LPIPS
 
 __version__ = "0.1.0"
@@ -13,7 +14,9 @@ __all__ = [
     "LPIPS",
     "NATIVE_AVAILABLE",
     "__version__",
+    "coverage",
     "distances",
+    "jvp",
     "make_distance",
     "native_build_info",
     "ops",

@@ -7,9 +7,11 @@ works: every op falls back to its pure-PyTorch reference and one warning says so
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import warnings
+from collections.abc import Iterable, Iterator
 from typing import Literal
 
 import torch
@@ -63,12 +65,59 @@ def set_default_impl(impl: Impl) -> None:
     _default_impl = impl
 
 
-def resolve_impl(impl: Impl, device: torch.device | str | None = None) -> Literal["native", "reference"]:
+@contextlib.contextmanager
+def default_impl(impl: Impl) -> Iterator[None]:
+    """Within the block, ops called with ``impl="auto"`` resolve as if the default were ``impl``."""
+    global _default_impl
+    if impl not in ("auto", "native", "reference"):
+        raise ValueError(f"impl: expected 'auto', 'native' or 'reference', got {impl!r}")
+    saved = _default_impl
+    if impl != "auto":
+        _default_impl = impl
+    try:
+        yield
+    finally:
+        _default_impl = saved
+
+
+def under_forward_ad(tensors: Iterable[object]) -> bool:
+    """True if a tensor is wrapped by a torch.func transform (jvp, vmap, grad) or carries a forward-AD tangent.
+
+    Native ops whose autograd is registered for the backward pass only would give a ZERO tangent there
+    (PyTorch does not raise), so their wrappers use the reference ops in that case.
+    """
+    import torch.autograd.forward_ad as fwad
+
+    if torch.compiler.is_compiling():  # traced graphs run the op as it is (dynamo cannot trace the checks)
+        return False
+    level = getattr(fwad, "_current_level", -1)
+    for t in tensors:
+        if not isinstance(t, torch.Tensor):
+            continue
+        if torch._C._functorch.is_functorch_wrapped_tensor(t):
+            return True
+        if level >= 0 and fwad.unpack_dual(t).tangent is not None:
+            return True
+    return False
+
+
+def resolve_impl(
+    impl: Impl, device: torch.device | str | None = None, *, backward_only: Iterable[object] = ()
+) -> Literal["native", "reference"]:
     """Turn ``impl`` into the implementation that will run.
 
     ``auto`` picks the native kernel when the library is loaded and has a kernel for ``device``.
-    Asking for ``native`` where it cannot run is an error, never a silent fallback.
+    Asking for ``native`` where it cannot run is an error, never a silent fallback. For ops whose native
+    version has a backward rule only, pass their tensor inputs as ``backward_only``: under forward-mode AD
+    ``auto`` then picks the reference, and ``native`` is an error.
     """
+    if under_forward_ad(backward_only):
+        if impl == "native" or (impl == "auto" and _default_impl == "native"):
+            raise RuntimeError(
+                "impl='native': this op has no forward-mode (JVP) rule in its native form; use impl='auto' or "
+                "'reference' under torch.func.jvp / forward AD"
+            )
+        return "reference"
     if impl not in ("auto", "native", "reference"):
         raise ValueError(f"impl: expected 'auto', 'native' or 'reference', got {impl!r}")
     if impl == "auto":

@@ -198,7 +198,7 @@ def lpips_layer_distance(
         raise ValueError(f"f1: expected device {f0.device}, got {f1.device}")
     w = _lpips_weight(weight, f0)
     mode, eps = _eps_mode(eps_mode), _check_eps(eps)
-    if resolve_impl(impl, f0.device) == "reference":
+    if resolve_impl(impl, f0.device, backward_only=(f0, f1, w)) == "reference":
         return reference.lpips_layer_distance(f0, f1, w, eps, mode)
     fmt = torch.channels_last if _is_channels_last(f0) else torch.contiguous_format
     f0, f1 = f0.contiguous(memory_format=fmt), f1.contiguous(memory_format=fmt)
@@ -236,7 +236,7 @@ def lpips_tangent_norm(
         raise ValueError(f"tangents: expected device {f.device}, got {tangents.device}")
     wt = _lpips_weight(weight, f)
     mode, eps = _eps_mode(eps_mode), _check_eps(eps)
-    if resolve_impl(impl, f.device) == "reference":
+    if resolve_impl(impl, f.device, backward_only=(f, tangents, wt)) == "reference":
         return reference.lpips_tangent_norm(f, tangents, wt, eps, mode, bool(gram))
     if _is_channels_last(f):
         f = f.contiguous(memory_format=torch.channels_last)

@@ -171,7 +171,7 @@ def _interpolate(a, b, t, mode: int, with_tangent: bool, impl: Impl):  # noqa: A
     a2, b2, t2 = _rows(a, b, t)
     if a2.shape[1] > 1 and a2.stride(1) != 1:
         a2, b2 = a2.contiguous(), b2.contiguous()
-    if resolve_impl(impl, a2.device) == "reference":
+    if resolve_impl(impl, a2.device, backward_only=(a2, b2, t2)) == "reference":
         p, tan = reference.interpolate(a2, b2, t2, mode, with_tangent)
     else:
         if b2.shape[1] > 1 and b2.stride(1) != 1:
