@@ -81,7 +81,7 @@ def default_impl(impl: Impl) -> Iterator[None]:
 
 
 def under_forward_ad(tensors: Iterable[object]) -> bool:
-    """True if a tensor is wrapped by a torch.func transform (jvp, vmap, grad) or carries a forward-AD tangent.
+    """True if a tensor is wrapped by a torch.func transform (jvp, vmap, grad) or has a forward-AD tangent.
 
     Native ops whose autograd is registered for the backward pass only would give a ZERO tangent there
     (PyTorch does not raise), so their wrappers use the reference ops in that case.
@@ -114,7 +114,8 @@ def resolve_impl(
     if under_forward_ad(backward_only):
         if impl == "native" or (impl == "auto" and _default_impl == "native"):
             raise RuntimeError(
-                "impl='native': this op has no forward-mode (JVP) rule in its native form; use impl='auto' or "
+                "impl='native': this op has no forward-mode (JVP) rule in its native form; use impl='auto' "
+                "or "
                 "'reference' under torch.func.jvp / forward AD"
             )
         return "reference"

@@ -337,19 +337,21 @@ def jvp(
     """``(fn(primal), J v)`` for k tangents per point.
 
     Args:
-        fn: a function or module mapping ``primal [B, ...]`` to ``[B, ...]``, row by row (sample b of the output
-            depends on sample b of the input only). It must be deterministic within a call (use constant
-            noise in generators): chunks of tangents re-run the primal.
+        fn: a function or module mapping ``primal [B, ...]`` to ``[B, ...]``, row by row (sample b of the
+            output depends on sample b of the input only). It must be deterministic within a call (use
+            constant noise in generators): chunks of tangents re-run the primal.
         primal: ``[B, ...]`` points.
         tangents: ``[B, k, ...]`` (k per point) or ``[k, ...]`` (the same k for every point).
-        chunk_size: tangents per vmapped pass; None chooses the largest that fits ``memory_budget`` (default:
-            half the free GPU memory, a quarter of the free RAM), estimated from the bytes one forward pass
-            allocates.
-        impl: implementation of tangentlens' ops inside ``fn`` (``"auto"``: native where they have forward rules).
-        method: ``"forward"`` (vmapped forward mode; an error if an op lacks a forward rule), ``"double_vjp"``,
-            or ``"auto"``: forward mode, else the reference ops, else double-VJP, with a warning naming the ops.
-        precision: ``"fp32"`` (TF32 off), ``"tf32"``, ``"fp16"`` / ``"bf16"`` (autocast: convolutions and matmuls in
-            the low dtype, reductions and normalisations in fp32).
+        chunk_size: tangents per vmapped pass; None chooses the largest that fits ``memory_budget``
+            (default: half the free GPU memory, a quarter of the free RAM), estimated from the bytes one
+            forward pass allocates.
+        impl: implementation of tangentlens' ops inside ``fn`` (``"auto"``: native where they have forward
+            rules, their references where they do not).
+        method: ``"forward"`` (vmapped forward mode; an error if an op lacks a forward rule),
+            ``"double_vjp"``, or ``"auto"``: forward mode, else the reference ops, else double-VJP, with a
+            warning naming the ops.
+        precision: ``"fp32"`` (TF32 off), ``"tf32"``, ``"fp16"`` / ``"bf16"`` (autocast: convolutions and
+            matmuls in the low dtype, reductions and normalisations in fp32).
         crosscheck: with reduced precision, recompute this many points in fp32 and report the relative tangent
             error in the info.
         return_info: also return a :class:`JVPInfo`.
