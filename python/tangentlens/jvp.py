@@ -231,6 +231,24 @@ def _double_vjp_chunk(
     return out.detach(), tout.detach()
 
 
+def _rules_chunk(fn: Callable, primal: torch.Tensor, tan: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Modules with stacked forward rules (``forward_jvp``, e.g. StyleGAN2Generator): primal and tangents in
+    one pass through every layer."""
+    with torch.no_grad():
+        return fn.forward_jvp(primal, tan)
+
+
+def _noise_const(fn: Callable) -> Callable:
+    """The function the generic path differentiates: generators with forward rules use constant noise there
+    too, so both paths compute the same JVP."""
+    if hasattr(fn, "forward_jvp") and isinstance(fn, nn.Module):
+        import inspect
+
+        if "noise_mode" in inspect.signature(fn.forward).parameters:
+            return lambda x: fn(x, noise_mode="const")
+    return fn
+
+
 def _missing_op(exc: BaseException) -> str | None:
     m = _FWD_AD_MISSING.search(str(exc))
     return None if m is None else (m.group(1) or m.group(2))
@@ -360,32 +378,45 @@ def jvp(
         ``out [B, ...]`` and ``tangent_outs [B, k, ...]`` (and the info).
     """
     primal, tangents = _check_inputs(primal, tangents)
+    primal = primal.contiguous()  # forward AD cannot attach a tangent to an expanded (overlapping) view
     if method not in ("auto", "forward", "double_vjp"):
         raise ValueError(f"method: expected 'auto', 'forward' or 'double_vjp', got {method!r}")
     if isinstance(crosscheck, bool) or not isinstance(crosscheck, int) or crosscheck < 0:
         raise ValueError(f"crosscheck: expected a non-negative integer, got {crosscheck!r}")
     k = tangents.shape[1]
-    chunk = _chunk_size(fn, primal, k, chunk_size, memory_budget)
+    rules = hasattr(fn, "forward_jvp") and impl != "reference" and method != "double_vjp"
+    fn_generic = _noise_const(fn)
+    chunk = _chunk_size(fn_generic, primal, k, chunk_size, memory_budget)
     report: CoverageReport | None = None
     run_impl: Impl = impl
     used = "double_vjp" if method == "double_vjp" else "forward"
 
     def run(chunk_fn: Callable, t: torch.Tensor, impl_: Impl) -> tuple[torch.Tensor, torch.Tensor]:
         with default_impl(impl_), _precision(precision, primal.device):
-            return chunk_fn(fn, primal, t)
+            return chunk_fn(fn if chunk_fn is _rules_chunk else fn_generic, primal, t)
+
+    if rules:
+        used = "forward-rules"
 
     outs: list[torch.Tensor] = []
     out: torch.Tensor | None = None
     starts = list(range(0, k, chunk)) or [0]
     for i, s in enumerate(starts):
-        t = tangents[:, s : s + chunk]
+        t = tangents[:, s : s + chunk].contiguous()
+        if used == "forward-rules":
+            try:
+                o, to = run(_rules_chunk, t, run_impl)
+            except NotImplementedError:  # a layer the stacked rules do not cover: the generic path
+                if i > 0:
+                    raise
+                used = "forward"
         if used == "forward":
             try:
                 o, to = run(_forward_chunk, t, run_impl)
             except (NotImplementedError, RuntimeError) as exc:
                 if method == "forward" or i > 0 or not _is_missing_forward_rule(exc):
                     raise
-                report = coverage(fn, primal)
+                report = coverage(fn_generic, primal)
                 if report.method == "forward-reference":
                     run_impl = "reference"
                     used = "forward-reference"
@@ -400,7 +431,7 @@ def jvp(
                 )
         elif used == "forward-reference":
             o, to = run(_forward_chunk, t, run_impl)
-        else:
+        elif used == "double_vjp":
             o, to = run(_double_vjp_chunk, t, run_impl)
         if out is None:
             out = o

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from tangentlens._extension import Impl
+from tangentlens import forward_rules
 from tangentlens.bias_act import bias_act
 from tangentlens.reference.bias_act import ACTIVATIONS
 from tangentlens.resample import conv2d_resample, modulated_conv2d, setup_filter, upsample2d
@@ -108,6 +109,14 @@ class FullyConnectedLayer(nn.Module):
         if self.activation == "linear" and b is not None:
             return torch.addmm(b.unsqueeze(0), x, w.t())
         return bias_act(x.matmul(w.t()), b, act=self.activation, impl=self.impl)
+
+    def forward_stacked(self, X: torch.Tensor) -> torch.Tensor:
+        """Primal and tangents stacked ``[B, 1 + k, in]`` (see tangentlens.forward_rules)."""
+        w = self.weight.to(X.dtype) * self.weight_gain
+        b = None if self.bias is None else self.bias.to(X.dtype) * self.bias_gain
+        if self.activation == "linear":
+            return forward_rules.linear_stacked(X, w, b)
+        return forward_rules.bias_act_stacked(X @ w.t(), b, act=self.activation, impl=self.impl)
 
     def extra_repr(self) -> str:
         return (
@@ -335,6 +344,33 @@ class SynthesisLayer(nn.Module):
         b = self.bias.to(x.dtype)
         return bias_act(x, b, act=self.activation, gain=self.act_gain * gain, clamp=clamp, impl=self.impl)
 
+    def forward_stacked(
+        self, X: torch.Tensor, W: torch.Tensor, noise_mode: NoiseMode = "const"
+    ) -> torch.Tensor:
+        """``X [B, 1+k, I, H, W]``, ``W [B, 1+k, w_dim]`` -> stacked output (constant or no noise)."""
+        if noise_mode == "random":
+            raise ValueError("noise_mode: the stacked JVP needs deterministic noise ('const' or 'none')")
+        S = self.affine.forward_stacked(W)
+        noise = self.noise_const * self.noise_strength if self.use_noise and noise_mode == "const" else None
+        Y = forward_rules.modulated_conv2d_stacked(
+            X,
+            self.weight,
+            S,
+            up=self.up,
+            padding=self.padding,
+            resample_filter=self.resample_filter,
+            flip_weight=(self.up == 1),
+            noise=noise,
+        )
+        return forward_rules.bias_act_stacked(
+            Y,
+            self.bias.to(Y.dtype),
+            act=self.activation,
+            gain=self.act_gain,
+            clamp=self.conv_clamp,
+            impl=self.impl,
+        )
+
 
 class ToRGBLayer(nn.Module):
     """Modulated 1x1 convolution to image channels, without demodulation."""
@@ -362,6 +398,11 @@ class ToRGBLayer(nn.Module):
         styles = self.affine(w) * self.weight_gain
         x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp, impl=self.impl)
+
+    def forward_stacked(self, X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+        S = self.affine.forward_stacked(W) * self.weight_gain
+        Y = forward_rules.modulated_conv2d_stacked(X, self.weight, S, demodulate=False)
+        return forward_rules.bias_act_stacked(Y, self.bias.to(Y.dtype), clamp=self.conv_clamp, impl=self.impl)
 
 
 class SynthesisBlock(nn.Module):
@@ -463,6 +504,36 @@ class SynthesisBlock(nn.Module):
             y = self.torgb(x, next(w_iter), fused_modconv=fused_modconv).to(ws.dtype)
             img = img + y if img is not None else y
         return x, img
+
+    def forward_stacked(
+        self,
+        X: torch.Tensor | None,
+        IMG: torch.Tensor | None,
+        WS: torch.Tensor,
+        noise_mode: NoiseMode = "const",
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Stacked primal and tangents: ``X [B, 1+k, C, H, W]``, ``WS [B, 1+k, n, w_dim]``."""
+        if self.architecture == "resnet" or self.use_fp16:
+            raise NotImplementedError("forward_stacked: 'resnet' blocks and fp16 blocks are not covered")
+        ws = WS.unbind(dim=2)
+        i = 0
+        if self.in_channels == 0:
+            B, K1 = WS.shape[:2]
+            x = self.const.to(WS.dtype).unsqueeze(0)
+            X = forward_rules.stack(x.expand(B, -1, -1, -1), None, K1 - 1)  # the constant has no tangent
+        else:
+            X = self.conv0.forward_stacked(X, ws[i], noise_mode)
+            i += 1
+        X = self.conv1.forward_stacked(X, ws[i], noise_mode)
+        i += 1
+        if IMG is not None:  # linear: the whole stack through the same filter
+            B, K1 = IMG.shape[:2]
+            up = upsample2d(IMG.reshape(B * K1, *IMG.shape[2:]), self.resample_filter.to(IMG.dtype))
+            IMG = up.reshape(B, K1, *up.shape[1:])
+        if self.is_last or self.architecture == "skip":
+            Y = self.torgb.forward_stacked(X, ws[i])
+            IMG = IMG + Y if IMG is not None else Y
+        return X, IMG
 
 
 def _check_resolution(img_resolution: int) -> None:
@@ -571,6 +642,29 @@ class SynthesisNetwork(nn.Module):
             )
         return img
 
+    def forward_jvp(
+        self, ws: torch.Tensor, tws: torch.Tensor, noise_mode: NoiseMode = "const"
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Images and their tangents ``[N, k, C, R, R]`` along ``tws [N, k, num_ws, w_dim]``, in one stacked
+        pass (tangentlens.forward_rules); the same maths as ``torch.func.jvp`` of ``forward`` (fp32/fp64,
+        noise "const" or "none")."""
+        _check_noise_mode(noise_mode)
+        if tws.ndim != 4 or tws.shape[0] != ws.shape[0] or tuple(tws.shape[2:]) != (self.num_ws, self.w_dim):
+            raise ValueError(
+                f"tws: expected shape [{ws.shape[0]}, k, {self.num_ws}, {self.w_dim}], got {tuple(tws.shape)}"
+            )
+        dtype = _compute_dtype(ws)
+        WS = forward_rules.stack(ws.to(dtype), tws.to(dtype), tws.shape[1])
+        X = IMG = None
+        w_idx = 0
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            cur = WS.narrow(2, w_idx, block.num_conv + block.num_torgb)
+            w_idx += block.num_conv
+            X, IMG = block.forward_stacked(X, IMG, cur, noise_mode)
+        assert IMG is not None
+        return forward_rules.unstack(IMG)
+
 
 class StyleGAN2Generator(nn.Module):
     """StyleGAN2 generator G(z, c) = synthesis(mapping(z, c)) with NVIDIA's ``G_ema`` interface and names.
@@ -649,3 +743,23 @@ class StyleGAN2Generator(nn.Module):
         return self.synthesis(
             ws, noise_mode=noise_mode, force_fp32=force_fp32, fused_modconv=fused_modconv, generator=generator
         )
+
+    def forward_jvp(
+        self,
+        z: torch.Tensor,
+        tz: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1,
+        truncation_cutoff: int | None = None,
+        noise_mode: NoiseMode = "const",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(G(z), J_z G v_k)`` for ``tz [N, k, z_dim]``: the mapping's JVPs by torch.func (a small MLP),
+        the synthesis network's by the stacked forward rules."""
+
+        def mapping(zz: torch.Tensor) -> torch.Tensor:
+            return self.mapping(zz, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+
+        ws, tws = torch.func.vmap(
+            lambda t: torch.func.jvp(mapping, (z,), (t,)), in_dims=1, out_dims=(None, 1)
+        )(tz.contiguous())
+        return self.synthesis.forward_jvp(ws, tws, noise_mode=noise_mode)
