@@ -13,16 +13,16 @@ maps stacked inputs to stacked outputs in one pass:
 - bias + activation + gain + clamp: the fused ``bias_act_jvp`` (the derivative computed once per element).
 
 The rules write in place and are meant to run without autograd (:func:`tangentlens.jvp` calls them
-under ``torch.no_grad``). These are the rules ``StyleGAN2Generator.forward_jvp`` / ``SynthesisNetwork.forward_jvp`` use and
-:func:`tangentlens.jvp` picks for those modules.
+under ``torch.no_grad``). ``StyleGAN2Generator.forward_jvp`` and ``SynthesisNetwork.forward_jvp`` use
+them, and :func:`tangentlens.jvp` picks those methods when a module has them.
 """
 
 from __future__ import annotations
 
 import torch
 
-from tangentlens._extension import Impl
 from tangentlens import ops
+from tangentlens._extension import Impl
 from tangentlens.reference import bias_act as _ref_bias_act
 from tangentlens.resample import conv2d_resample
 
@@ -56,7 +56,7 @@ def modulated_conv2d_stacked(
     flip_weight: bool = True,
     noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Stacked modulated convolution: ``X [B, 1+k, I, H, W]``, styles ``S [B, 1+k, I]`` -> ``[B, 1+k, O, H', W']``.
+    """Stacked modulated convolution: ``X [B, 1+k, I, H, W]``, ``S [B, 1+k, I]`` -> ``[B, 1+k, O, H', W']``.
 
     Same maths as :func:`tangentlens.resample.modulated_conv2d` (fp32/fp64; the fp16 pre-normalisation
     is not applied), plus its tangents. ``noise`` is added to the primal only (constant noise has no
@@ -64,7 +64,7 @@ def modulated_conv2d_stacked(
     """
     B, K1 = X.shape[:2]
     s, ts = S[:, 0], S[:, 1:]  # [B, I], [B, k, I]
-    x, tx = X[:, 0], X[:, 1:]
+    x = X[:, 0]
     # Input of the shared convolution: x * s for the primal, tx * s + x * ts for each tangent (in place:
     # the rules run without autograd).
     inp = X * s[:, None, :, None, None]

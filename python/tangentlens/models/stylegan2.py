@@ -25,8 +25,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from tangentlens._extension import Impl
 from tangentlens import forward_rules
+from tangentlens._extension import Impl
 from tangentlens.bias_act import bias_act
 from tangentlens.reference.bias_act import ACTIVATIONS
 from tangentlens.resample import conv2d_resample, modulated_conv2d, setup_filter, upsample2d
