@@ -13,8 +13,8 @@ from typing import Literal
 import torch
 
 from tangentlens import reference
-from tangentlens.reference import bias_act as _ref_bias_act
 from tangentlens._extension import NATIVE_AVAILABLE, Impl, resolve_impl
+from tangentlens.reference import bias_act as _ref_bias_act
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _U64 = 1 << 64
@@ -394,21 +394,18 @@ def bias_act_backward(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Gradients (gx, gb) of bias_act. The Jacobian is diagonal, so gx is the native tangent kernel applied
     to ``grad`` (K = 1) and gb its sum over all dims but ``dim``. Under ``create_graph`` (grad mode on) the
-    reference formula is differentiated instead, so higher derivatives work."""
+    reference's explicit derivative formula (plain torch ops) is used instead, so higher derivatives work."""
     if torch.is_grad_enabled():
-        with torch.enable_grad():
-            leaves = [x.detach().requires_grad_(True)]
-            if b is not None:
-                leaves.append(b.detach().requires_grad_(True))
-            y = _ref_bias_act.bias_act(
-                leaves[0], leaves[1] if b is not None else None, dim, _ACT_NAMES[code], alpha, gain, clamp
-            )
-            grads = torch.autograd.grad(y, leaves, grad, create_graph=True, allow_unused=True)
-        return grads[0], (grads[1] if b is not None and need_b else None)
-    _, gx = torch.ops.tangentlens.bias_act_jvp(
-        x.contiguous(), _contig(b), grad.contiguous().unsqueeze(0), None, dim, code, alpha, gain, clamp
-    )
-    gx = gx[0]
+        # create_graph: the explicit derivative formula in plain torch ops, differentiable in x, b and grad.
+        _, gx = _ref_bias_act.bias_act_jvp(
+            x, b, grad.unsqueeze(0), None, dim, _ACT_NAMES[code], alpha, gain, clamp
+        )
+        gx = gx[0]
+    else:
+        _, gx = torch.ops.tangentlens.bias_act_jvp(
+            x.contiguous(), _contig(b), grad.contiguous().unsqueeze(0), None, dim, code, alpha, gain, clamp
+        )
+        gx = gx[0]
     gb = None
     if b is not None and need_b:
         acc = torch.float64 if x.dtype == torch.float64 else torch.float32
@@ -505,7 +502,7 @@ if NATIVE_AVAILABLE:
         _bw, _setup = _reference_backward(_fn, _nt)
         torch.library.register_autograd(f"tangentlens::{_name}", _bw, setup_context=_setup)
 
-    # ---- bias_act: fake kernels, reverse-mode autograd of the op, vmap rules --------------------------------
+    # ---- bias_act: fake kernels, reverse-mode autograd of the op, vmap rules ----------------------------
 
     @torch.library.register_fake("tangentlens::bias_act")
     def _bias_act_fake(x, b, dim, act, alpha, gain, clamp):  # noqa: ANN001, ANN202

@@ -7,8 +7,8 @@ autograd and ``torch.func`` differentiate it; it is the oracle of the native ker
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
