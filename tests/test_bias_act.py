@@ -403,3 +403,17 @@ def test_cuda_matches_cpu(dtype):
             pre = ref.bias_act(x.double(), b.double(), dim % x.ndim, act)
             ok = ((pre.abs() - 1.3).abs() > 0.05).expand_as(ty)
             torch.testing.assert_close(tyc.cpu()[ok], ty[ok], **tol)
+
+
+def test_many_parallel_chunks():
+    """Sizes above the CPU task grain: segments straddle task boundaries (inner == 1 and inner > 1)."""
+    for shape, dim, k in (((50, 999), 1, 2), ((3, 37, 41, 13), 1, 3)):
+        x, b = _inputs(shape, dim)
+        tx, tb = _rand(k, *shape, seed=24), _rand(k, shape[dim], seed=25)
+        y, ty = ops.bias_act_jvp(x, b, tx, tb, dim, "swish", clamp=1.0, impl="native")
+        yr, tyr = ref.bias_act_jvp(x, b, tx, tb, dim, "swish", clamp=1.0)
+        torch.testing.assert_close(y, yr, **TOL[torch.float64])
+        torch.testing.assert_close(ty, tyr, **TOL[torch.float64])
+        torch.testing.assert_close(
+            ops.bias_act(x, b, dim, "swish", clamp=1.0, impl="native"), yr, **TOL[torch.float64]
+        )
