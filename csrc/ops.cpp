@@ -44,6 +44,18 @@ TORCH_LIBRARY(tangentlens, m) {
   // normalised embedding sqrt(w / (H W)) f_hat along tangents [N, K, C, H, W] of f (each [C, H, W] slice in
   // the layout of f).
   m.def("lpips_tangent_norm(Tensor f, Tensor tangents, Tensor weight, float eps, int eps_mode, bool gram) -> Tensor");
+  // Fused bias + activation + gain + clamp (NVIDIA's bias_act): y = clamp(gain * act(x + b), -clamp, clamp) with
+  // b [x.size(dim)] broadcast along dim (dim in [0, x.dim()), checked only when b is given). x contiguous, any rank,
+  // fp16/bf16/fp32/fp64 (math in float, double for fp64); b of x's dtype. act: the activation code of
+  // tangentlens.reference.bias_act.ACTIVATIONS (0 linear .. 8 swish); clamp < 0: no clamping. y has x's dtype.
+  m.def("bias_act(Tensor x, Tensor? b, int dim, int act, float alpha, float gain, float clamp) -> Tensor");
+  // bias_act and its forward-mode derivative in one pass: returns (y, ty) with ty [K, *x.shape] for the K tangents
+  // tx [K, *x.shape] of x and tb [K, C] of b (or None): ty_k = gain act'(x + b) (tx_k + tb_k), 0 where the clamp is
+  // active (|gain act(x + b)| > clamp; the boundary passes, as torch.clamp's derivative). Each element of x is read
+  // once and its derivative computed once for all K tangents. tx, tb contiguous, of x's dtype.
+  m.def(
+      "bias_act_jvp(Tensor x, Tensor? b, Tensor tx, Tensor? tb, int dim, int act, float alpha, float gain, "
+      "float clamp) -> (Tensor, Tensor)");
 }
 
 }  // namespace tangentlens

@@ -14,11 +14,14 @@ import torch
 
 from tangentlens import reference
 from tangentlens._extension import NATIVE_AVAILABLE, Impl, resolve_impl
+from tangentlens.reference import bias_act as _ref_bias_act
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 _U64 = 1 << 64
 
 __all__ = [
+    "bias_act",
+    "bias_act_jvp",
     "FLOAT_DTYPES",
     "lpips_layer_distance",
     "lpips_tangent_norm",
@@ -246,6 +249,171 @@ def lpips_tangent_norm(
     return torch.ops.tangentlens.lpips_tangent_norm(f, tangents, wt, eps, mode, bool(gram))
 
 
+# ---- fused bias + activation + gain + clamp (NVIDIA's bias_act) -------------------------------------------
+
+_ACT_NAMES = {spec.code: name for name, spec in _ref_bias_act.ACTIVATIONS.items()}
+
+
+def _bias_act_args(
+    x: object,
+    b: object,
+    dim: object,
+    act: object,
+    alpha: object,
+    gain: object,
+    clamp: object,
+) -> tuple[torch.Tensor, int, int, float, float, float]:
+    """Validated (x, dim, act code, alpha, gain, clamp) with NVIDIA's defaults; dim normalised to [0, ndim).
+
+    Negative dims are accepted (dim + x.ndim, NVIDIA accepts only [0, ndim)); dim is checked only when b is
+    given (without a bias it is unused)."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x: expected a tensor, got {type(x).__name__}")
+    check_float_dtype(x.dtype, "x.dtype")
+    if not isinstance(act, str) or act not in _ref_bias_act.ACTIVATIONS:
+        raise ValueError(f"act: expected one of {sorted(_ref_bias_act.ACTIVATIONS)}, got {act!r}")
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"dim: expected an int, got {type(dim).__name__}")
+    for name, v in (("alpha", alpha), ("gain", gain), ("clamp", clamp)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v != v):
+            raise ValueError(f"{name}: expected a number or None, got {v!r}")
+    spec, alpha_f, gain_f, clamp_f = _ref_bias_act.resolve_args(act, alpha, gain, clamp)  # type: ignore[arg-type]
+    if abs(alpha_f) == float("inf") or abs(gain_f) == float("inf"):
+        raise ValueError(f"alpha, gain: expected finite numbers, got {alpha_f}, {gain_f}")
+    if b is not None:
+        if not isinstance(b, torch.Tensor):
+            raise TypeError(f"b: expected a tensor or None, got {type(b).__name__}")
+        if not -x.ndim <= dim < x.ndim:
+            raise ValueError(
+                f"dim: expected an int in [-{x.ndim}, {x.ndim}) (x has {x.ndim} dims), got {dim}"
+            )
+        dim = dim % x.ndim
+        c = x.shape[dim]
+        if b.dim() != 1 or b.shape[0] != c:
+            raise ValueError(f"b: expected shape [{c}] (x.shape[{dim}]), got {list(b.shape)}")
+        if b.dtype != x.dtype:
+            raise TypeError(f"b: expected the dtype of x ({x.dtype}), got {b.dtype}")
+        if b.device != x.device:
+            raise ValueError(f"b: expected device {x.device}, got {b.device}")
+    elif x.ndim:
+        dim = dim % x.ndim if -x.ndim <= dim < x.ndim else 0
+    else:
+        dim = 0
+    return x, dim, spec.code, alpha_f, gain_f, clamp_f
+
+
+def _contig(t: torch.Tensor | None) -> torch.Tensor | None:
+    return None if t is None else t.contiguous()
+
+
+def bias_act(
+    x: torch.Tensor,
+    b: torch.Tensor | None = None,
+    dim: int = 1,
+    act: str = "linear",
+    alpha: float | None = None,
+    gain: float | None = None,
+    clamp: float | None = None,
+    *,
+    impl: Impl = "auto",
+) -> torch.Tensor:
+    """``clamp(gain * act(x + b), -clamp, clamp)`` with b [x.shape[dim]] broadcast along ``dim``, fused.
+
+    NVIDIA's contract (StyleGAN2/3 ``bias_act``): alpha and gain default per activation (gain sqrt 2 for
+    relu, lrelu, swish; lrelu alpha 0.2), ``clamp`` None or < 0 means no clamping. x of any rank and
+    strides (made contiguous), fp16/bf16/fp32/fp64, b of x's dtype; math in float32 (float64 for float64),
+    the result in x's dtype. ``dim`` may be negative. NaN propagates. Differentiable in reverse mode;
+    :func:`tangentlens.bias_act.bias_act` adds forward mode (``torch.func.jvp``) and vmap over tangents.
+    """
+    x, dim, code, alpha_f, gain_f, clamp_f = _bias_act_args(x, b, dim, act, alpha, gain, clamp)
+    if resolve_impl(impl, x.device) == "reference":
+        return _ref_bias_act.bias_act(x, b, dim, act, alpha_f, gain_f, clamp_f)
+    return torch.ops.tangentlens.bias_act(x.contiguous(), _contig(b), dim, code, alpha_f, gain_f, clamp_f)
+
+
+def bias_act_jvp(
+    x: torch.Tensor,
+    b: torch.Tensor | None,
+    tx: torch.Tensor,
+    tb: torch.Tensor | None = None,
+    dim: int = 1,
+    act: str = "linear",
+    alpha: float | None = None,
+    gain: float | None = None,
+    clamp: float | None = None,
+    *,
+    impl: Impl = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(y, ty)``: :func:`bias_act` and its K tangents in one pass.
+
+    ``tx`` [K, *x.shape]: tangents of x; ``tb`` [K, C] (or None): tangents of b (needs b).
+    ``ty_k = gain act'(x + b) (tx_k + tb_k)``, exactly 0 where the derivative is 0 (relu's negative side)
+    and where the clamp is active (``|gain act(x + b)| > clamp``; the boundary passes), as autograd of the
+    reference gives. Each element of x is read once and its derivative computed once for all K tangents.
+    """
+    x, dim, code, alpha_f, gain_f, clamp_f = _bias_act_args(x, b, dim, act, alpha, gain, clamp)
+    if not isinstance(tx, torch.Tensor):
+        raise TypeError(f"tx: expected a tensor, got {type(tx).__name__}")
+    if tx.dim() != x.dim() + 1 or tuple(tx.shape[1:]) != tuple(x.shape):
+        raise ValueError(
+            f"tx: expected shape [K, *x.shape] = [K, {', '.join(map(str, x.shape))}], got {list(tx.shape)}"
+        )
+    if tx.dtype != x.dtype:
+        raise TypeError(f"tx: expected the dtype of x ({x.dtype}), got {tx.dtype}")
+    if tx.device != x.device:
+        raise ValueError(f"tx: expected device {x.device}, got {tx.device}")
+    if tb is not None:
+        if b is None:
+            raise ValueError("tb: tangents of b given without b")
+        if not isinstance(tb, torch.Tensor):
+            raise TypeError(f"tb: expected a tensor or None, got {type(tb).__name__}")
+        k, c = tx.shape[0], x.shape[dim]
+        if tuple(tb.shape) != (k, c):
+            raise ValueError(f"tb: expected shape [K, C] = [{k}, {c}], got {list(tb.shape)}")
+        if tb.dtype != x.dtype:
+            raise TypeError(f"tb: expected the dtype of x ({x.dtype}), got {tb.dtype}")
+        if tb.device != x.device:
+            raise ValueError(f"tb: expected device {x.device}, got {tb.device}")
+    if resolve_impl(impl, x.device) == "reference":
+        return _ref_bias_act.bias_act_jvp(x, b, tx, tb, dim, act, alpha_f, gain_f, clamp_f)
+    return torch.ops.tangentlens.bias_act_jvp(
+        x.contiguous(), _contig(b), tx.contiguous(), _contig(tb), dim, code, alpha_f, gain_f, clamp_f
+    )
+
+
+def bias_act_backward(
+    x: torch.Tensor,
+    b: torch.Tensor | None,
+    grad: torch.Tensor,
+    dim: int,
+    code: int,
+    alpha: float,
+    gain: float,
+    clamp: float,
+    need_b: bool,
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Gradients (gx, gb) of bias_act. The Jacobian is diagonal, so gx is the native tangent kernel applied
+    to ``grad`` (K = 1) and gb its sum over all dims but ``dim``. Under ``create_graph`` (grad mode on) the
+    reference's explicit derivative formula (plain torch ops) is used instead, so higher derivatives work."""
+    if torch.is_grad_enabled():
+        # create_graph: the explicit derivative formula in plain torch ops, differentiable in x, b and grad.
+        _, gx = _ref_bias_act.bias_act_jvp(
+            x, b, grad.unsqueeze(0), None, dim, _ACT_NAMES[code], alpha, gain, clamp
+        )
+        gx = gx[0]
+    else:
+        _, gx = torch.ops.tangentlens.bias_act_jvp(
+            x.contiguous(), _contig(b), grad.contiguous().unsqueeze(0), None, dim, code, alpha, gain, clamp
+        )
+        gx = gx[0]
+    gb = None
+    if b is not None and need_b:
+        acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+        dims = [i for i in range(x.ndim) if i != dim]
+        gb = gx.sum(dims, dtype=acc).to(b.dtype) if dims else gx.to(b.dtype)
+    return gx, gb
+
+
 # ---- fake kernels (torch.compile / meta) and autograd ------------------------------------------------
 
 if NATIVE_AVAILABLE:
@@ -333,3 +501,83 @@ if NATIVE_AVAILABLE:
     ):
         _bw, _setup = _reference_backward(_fn, _nt)
         torch.library.register_autograd(f"tangentlens::{_name}", _bw, setup_context=_setup)
+
+    # ---- bias_act: fake kernels, reverse-mode autograd of the op, vmap rules ----------------------------
+
+    @torch.library.register_fake("tangentlens::bias_act")
+    def _bias_act_fake(x, b, dim, act, alpha, gain, clamp):  # noqa: ANN001, ANN202
+        return torch.empty_like(x, memory_format=torch.contiguous_format)
+
+    @torch.library.register_fake("tangentlens::bias_act_jvp")
+    def _bias_act_jvp_fake(x, b, tx, tb, dim, act, alpha, gain, clamp):  # noqa: ANN001, ANN202
+        torch._check(tx.dim() == x.dim() + 1, lambda: "tx: expected shape [K, *x.shape]")
+        return (
+            torch.empty_like(x, memory_format=torch.contiguous_format),
+            torch.empty_like(tx, memory_format=torch.contiguous_format),
+        )
+
+    def _bias_act_setup(ctx, inputs, output) -> None:  # noqa: ANN001
+        x, b, *rest = inputs
+        ctx.save_for_backward(x, b)
+        ctx.rest = rest
+
+    def _bias_act_op_backward(ctx, grad):  # noqa: ANN001, ANN202
+        x, b = ctx.saved_tensors
+        need_b = b is not None and ctx.needs_input_grad[1]
+        gx, gb = bias_act_backward(x, b, grad, *ctx.rest, need_b=need_b)
+        return gx, gb, None, None, None, None, None
+
+    torch.library.register_autograd(
+        "tangentlens::bias_act", _bias_act_op_backward, setup_context=_bias_act_setup
+    )
+
+    def _batched(t: torch.Tensor | None, bd: int | None, size: int) -> torch.Tensor | None:
+        """t with its vmapped dim first (expanded when t is not vmapped)."""
+        if t is None:
+            return None
+        return t.movedim(bd, 0) if bd is not None else t.expand(size, *t.shape)
+
+    def _vmap_loop(op, info, in_dims, args):  # noqa: ANN001, ANN202
+        """Fallback: one call per batch entry (only where the batch cannot be folded into one launch)."""
+        n = len(in_dims)
+        outs = []
+        for i in range(info.batch_size):
+            a = [
+                t.select(bd, i) if bd is not None and t is not None else t
+                for t, bd in zip(args[:n], in_dims, strict=True)
+            ]
+            outs.append(op(*a, *args[n:]))
+        if isinstance(outs[0], tuple):
+            return tuple(torch.stack(o) for o in zip(*outs, strict=True)), (0,) * len(outs[0])
+        return torch.stack(outs), 0
+
+    @torch.library.register_vmap("tangentlens::bias_act")
+    def _bias_act_vmap(info, in_dims, x, b, dim, act, alpha, gain, clamp):  # noqa: ANN001, ANN202
+        x_bd, b_bd = in_dims[:2]
+        if b_bd is None:  # a batch of x is one bigger x: a leading dim, the channel dim shifts by one
+            xb = _batched(x, x_bd, info.batch_size).contiguous()
+            return torch.ops.tangentlens.bias_act(xb, b, dim + 1, act, alpha, gain, clamp), 0
+        return _vmap_loop(
+            torch.ops.tangentlens.bias_act, info, in_dims[:2], (x, b, dim, act, alpha, gain, clamp)
+        )
+
+    @torch.library.register_vmap("tangentlens::bias_act_jvp")
+    def _bias_act_jvp_vmap(info, in_dims, x, b, tx, tb, dim, act, alpha, gain, clamp):  # noqa: ANN001, ANN202
+        x_bd, b_bd, tx_bd, tb_bd = in_dims[:4]
+        bsz, op = info.batch_size, torch.ops.tangentlens.bias_act_jvp
+        if x_bd is None and b_bd is None:
+            # Only tangents are vmapped (vmap over jvp): fold the batch into K, one launch for B * K tangents.
+            txb = _batched(tx, tx_bd, bsz)
+            k = txb.shape[1]
+            txb = txb.reshape(bsz * k, *x.shape)
+            tbb = _batched(tb, tb_bd, bsz)
+            tbb = None if tbb is None else tbb.reshape(bsz * k, tbb.shape[-1])
+            y, ty = op(x, b, txb.contiguous(), _contig(tbb), dim, act, alpha, gain, clamp)
+            return (y, ty.reshape(bsz, k, *x.shape)), (None, 0)
+        if b_bd is None and tb_bd is None:
+            # A batch of x: x gets a leading dim (dim shifts by one); tangents [K, B, *x.shape].
+            xb = _batched(x, x_bd, bsz).contiguous()
+            txb = _batched(tx, tx_bd, bsz).transpose(0, 1).contiguous()
+            y, ty = op(xb, b, txb, tb, dim + 1, act, alpha, gain, clamp)
+            return (y, ty), (0, 1)
+        return _vmap_loop(op, info, in_dims[:4], (x, b, tx, tb, dim, act, alpha, gain, clamp))
