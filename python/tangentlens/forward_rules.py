@@ -23,7 +23,6 @@ import torch
 
 from tangentlens import ops
 from tangentlens._extension import Impl
-from tangentlens.reference import bias_act as _ref_bias_act
 from tangentlens.resample import conv2d_resample
 
 __all__ = ["bias_act_stacked", "modulated_conv2d_stacked", "stack", "unstack"]
@@ -102,19 +101,10 @@ def bias_act_stacked(
 ) -> torch.Tensor:
     """bias_act of the primal and its derivative applied to the tangents, in one fused pass."""
     x, tx = unstack(X)
-    if hasattr(ops, "bias_act_jvp"):
-        y, ty = ops.bias_act_jvp(
-            x, b, tx.transpose(0, 1), None, dim=1, act=act, alpha=alpha, gain=gain, clamp=clamp, impl=impl
-        )
-        ty = ty.transpose(0, 1)
-    else:  # the composition of reference ops
-
-        def f(v: torch.Tensor) -> torch.Tensor:
-            return _ref_bias_act.bias_act(v, b, dim=1, act=act, alpha=alpha, gain=gain, clamp=clamp)
-
-        y, ty = torch.func.vmap(lambda t: torch.func.jvp(f, (x,), (t,)), in_dims=1, out_dims=(None, 1))(
-            tx.contiguous()
-        )
+    y, ty = ops.bias_act_jvp(
+        x, b, tx.transpose(0, 1), None, dim=1, act=act, alpha=alpha, gain=gain, clamp=clamp, impl=impl
+    )
+    ty = ty.transpose(0, 1)
     return torch.cat([y.unsqueeze(1), ty], dim=1)
 
 

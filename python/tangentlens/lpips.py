@@ -299,8 +299,10 @@ class LPIPS(nn.Module):
         def feats(xx: torch.Tensor) -> tuple[torch.Tensor, ...]:
             return tuple(self.trunk(self._prepare(xx)))
 
-        primal = feats(x)
-        tans = torch.func.vmap(lambda t: torch.func.jvp(feats, (x,), (t,))[1], in_dims=1, out_dims=1)(v)
+        # One vmapped forward-mode pass: the taps (computed once) and their K tangents.
+        primal, tans = torch.func.vmap(
+            lambda t: torch.func.jvp(feats, (x,), (t,)), in_dims=1, out_dims=(None, 1)
+        )(v.contiguous())
         total = None
         for f, t, w in zip(primal, tans, self.linear_weights, strict=True):
             r = ops.lpips_tangent_norm(
