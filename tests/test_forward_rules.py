@@ -90,3 +90,25 @@ def test_random_noise_is_refused_by_the_stacked_rules():
         G.synthesis.forward_jvp(ws, _rand(2, 1, *ws.shape[1:]), noise_mode="random")
     with pytest.raises(ValueError, match="tws"):
         G.synthesis.forward_jvp(ws, _rand(2, 1, 3, 8))
+
+
+@pytest.mark.parametrize("k", [1, 7])
+def test_generator_with_lpips_matches_float64_reference_jvp(k):
+    """Engine route (stacked rules + LPIPS tangent norms) vs float64 torch.func of the reference path."""
+    G = _generator()
+    lp = tangentlens.LPIPS("vgg16", pretrained=False).double()
+    z, v = _rand(2, 8, seed=20), _rand(2, k, 8, seed=21)
+
+    def embedding(zz):
+        return lp.embed(G(zz))
+
+    with tangentlens._extension.default_impl("reference"):
+        want = _loop(embedding, z, v).square().sum(-1)
+    img, timg = tangentlens.jvp(G, z, v)
+    got = lp.tangent_norms(img, timg)
+    torch.testing.assert_close(got, want, rtol=1e-9, atol=0)
+    # float32 run: within float32 round-off of the float64 reference
+    G32, lp32 = G.float(), lp.float()
+    img32, timg32 = tangentlens.jvp(G32, z.float(), v.float())
+    got32 = lp32.tangent_norms(img32, timg32).double()
+    assert ((got32 - want).abs() / want.abs()).max() < 1e-3
