@@ -7,7 +7,9 @@ needs, in float32:
 
 - ``tangentlens``: ``tangentlens.jvp(G, z, V)`` (stacked forward rules: primal and tangents share each
   convolution) then ``LPIPS.tangent_norms`` (the trunk's JVPs + the fused tangent-norm kernel);
-- ``vmap_jvp``: ``torch.func.vmap`` over ``torch.func.jvp`` of ``z -> e(G(z))`` through the reference ops;
+- ``vmap_jvp_rules``: ``torch.func.vmap`` over ``torch.func.jvp`` of ``z -> e(G(z))`` with our registered
+  forward rules (what a plain torch.func user of our modules gets);
+- ``vmap_jvp``: the same through the reference ops (the baseline);
 - ``double_vjp``: the double-VJP identity ``J v = d/du <J^T u, v>``, vmapped over the tangents;
 - ``fd``: central finite differences ``(F(z + h v) - F(z - h v)) / 2h``, h = 1e-3 (2k extra forwards).
 
@@ -60,6 +62,11 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
         _, t = tangentlens.jvp(embedding(z.dtype), z, v, impl="reference", method="forward")
         return t.square().sum(-1)
 
+    def vmap_jvp_rules(z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        # the generic torch.func path, with our rules registered for it (bias_act, modulated conv)
+        _, t = tangentlens.jvp(embedding(z.dtype), z, v, method="forward")
+        return t.square().sum(-1)
+
     def double_vjp(z: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         _, t = tangentlens.jvp(embedding(z.dtype), z, v, impl="reference", method="double_vjp")
         return t.square().sum(-1)
@@ -73,7 +80,13 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
         n = batch * k
         return ((e[:n] - e[n:]) / (2 * h)).square().sum(-1).reshape(batch, k)
 
-    variants_fn = {"tangentlens": ours, "vmap_jvp": vmap_jvp, "double_vjp": double_vjp, "fd": fd}
+    variants_fn = {
+        "tangentlens": ours,
+        "vmap_jvp_rules": vmap_jvp_rules,
+        "vmap_jvp": vmap_jvp,
+        "double_vjp": double_vjp,
+        "fd": fd,
+    }
     out = []
     for k in ks:
         meta: dict = {

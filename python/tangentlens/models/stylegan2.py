@@ -29,7 +29,7 @@ from tangentlens import forward_rules
 from tangentlens._extension import Impl
 from tangentlens.bias_act import bias_act
 from tangentlens.reference.bias_act import ACTIVATIONS
-from tangentlens.resample import conv2d_resample, modulated_conv2d, setup_filter, upsample2d
+from tangentlens.resample import conv2d_resample, setup_filter, upsample2d
 
 __all__ = [
     "Conv2dLayer",
@@ -329,7 +329,7 @@ class SynthesisLayer(nn.Module):
             )
         if self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
-        x = modulated_conv2d(
+        x = forward_rules.modulated_conv2d(
             x,
             self.weight,
             styles,
@@ -339,6 +339,7 @@ class SynthesisLayer(nn.Module):
             resample_filter=self.resample_filter,
             flip_weight=(self.up == 1),  # the transposed-conv orientation NVIDIA's up=2 path uses
             fused_modconv=fused_modconv,
+            impl=self.impl,
         )
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         b = self.bias.to(x.dtype)
@@ -396,7 +397,9 @@ class ToRGBLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True) -> torch.Tensor:
         styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv)
+        x = forward_rules.modulated_conv2d(
+            x, self.weight, styles, demodulate=False, fused_modconv=fused_modconv, impl=self.impl
+        )
         return bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp, impl=self.impl)
 
     def forward_stacked(self, X: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
