@@ -56,6 +56,12 @@ TORCH_LIBRARY(tangentlens, m) {
   m.def(
       "bias_act_jvp(Tensor x, Tensor? b, Tensor tx, Tensor? tb, int dim, int act, float alpha, float gain, "
       "float clamp) -> (Tensor, Tensor)");
+  // upfirdn2d (NVIDIA's contract): zero-insertion upsampling, padding (negative crops), FIR filtering with the
+  // 2-D correlation filter f [fh, fw] (already flipped and gain-scaled; float32, float64 for float64 x),
+  // subsampling. x [N, C, H, W] -> [N, C, out_h, out_w]. Linear in x: its JVP is itself on the tangent.
+  m.def(
+      "upfirdn2d(Tensor x, Tensor f, int upx, int upy, int downx, int downy, int padx0, int padx1, int pady0, "
+      "int pady1) -> Tensor");
 }
 
 }  // namespace tangentlens

@@ -581,3 +581,21 @@ if NATIVE_AVAILABLE:
             y, ty = op(xb, b, txb, tb, dim + 1, act, alpha, gain, clamp)
             return (y, ty), (0, 1)
         return _vmap_loop(op, info, in_dims[:4], (x, b, tx, tb, dim, act, alpha, gain, clamp))
+
+    # ---- upfirdn2d ---------------------------------------------------------------------------------------
+
+    @torch.library.register_fake("tangentlens::upfirdn2d")
+    def _upfirdn2d_fake(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1):  # noqa: ANN001, ANN202
+        torch._check(x.dim() == 4, lambda: "x: expected a 4-D tensor [N, C, H, W]")
+        full_h = x.shape[2] * upy + pady0 + pady1 - f.shape[0] + 1
+        full_w = x.shape[3] * upx + padx0 + padx1 - f.shape[1] + 1
+        return x.new_empty(x.shape[0], x.shape[1], (full_h - 1) // downy + 1, (full_w - 1) // downx + 1)
+
+    @torch.library.register_vmap("tangentlens::upfirdn2d")
+    def _upfirdn2d_vmap(info, in_dims, x, f, *params):  # noqa: ANN001, ANN202
+        # A vmapped batch of images is one bigger batch (vmap over jvp: all tangents in one launch).
+        if in_dims[1] is not None:
+            return _vmap_loop(torch.ops.tangentlens.upfirdn2d, info, in_dims[:2], (x, f, *params))
+        xb = _batched(x, in_dims[0], info.batch_size)
+        y = torch.ops.tangentlens.upfirdn2d(xb.reshape(-1, *xb.shape[2:]).contiguous(), f, *params)
+        return y.reshape(info.batch_size, -1, *y.shape[1:]), 0

@@ -21,6 +21,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from tangentlens._extension import Impl, resolve_impl
+
 __all__ = [
     "conv2d_resample",
     "downsample2d",
@@ -117,11 +119,15 @@ def upfirdn2d(
     padding: Padding = 0,
     flip_filter: bool = False,
     gain: float = 1,
+    impl: Impl = "auto",
 ) -> torch.Tensor:
     """Upsample (zero insertion), pad/crop, FIR-filter depthwise, downsample. x [N, C, H, W].
 
     Output height ``(H * up + pady0 + pady1 - fh) // down + 1`` (likewise the width). ``f`` is 2-D
     ``[fh, fw]`` or 1-D (separable: a horizontal then a vertical pass); None is the identity filter.
+    ``impl``: the native kernel (one pass, only the taps that hit inserted samples; its forward rule is
+    itself on the tangents, all vmapped tangents in one launch) or this reference composition. A filter
+    that requires grad takes the reference path.
     """
     _check_x(x)
     _check_filter(f)
@@ -139,6 +145,13 @@ def upfirdn2d(
             f"padding: the padded, upsampled input ({h * upy + pady0 + pady1}x{w * upx + padx0 + padx1}) is "
             f"smaller than the filter ({fh}x{fw})"
         )
+
+    if (
+        resolve_impl(impl, x.device) == "native"
+        and not f.requires_grad
+        and x.dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+    ):
+        return _native_upfirdn2d(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain)
 
     # Zero insertion: each pixel followed by up-1 zeros along each axis.
     if upx > 1 or upy > 1:
@@ -164,6 +177,68 @@ def upfirdn2d(
     if downx > 1 or downy > 1:
         x = x[:, :, ::downy, ::downx]
     return x
+
+
+def _correlation_filter(f: torch.Tensor, flip_filter: bool, gain: float, dtype: torch.dtype) -> torch.Tensor:
+    """The 2-D filter the kernel cross-correlates with: separable filters as their outer product, flipped
+    unless ``flip_filter`` (a true convolution), scaled by ``gain``."""
+    acc = torch.float64 if dtype == torch.float64 else torch.float32
+    f = f.to(acc)
+    f2 = torch.outer(f, f) if f.ndim == 1 else f
+    if not flip_filter:
+        f2 = f2.flip([0, 1])
+    return (f2 * gain).contiguous()
+
+
+class _Upfirdn2d(torch.autograd.Function):
+    """The native kernel with autograd: linear in x, so the JVP is the kernel on the tangent (under vmap,
+    all tangents in one launch through the op's vmap rule) and the backward pass is the adjoint, taken
+    from the reference composition (exact, differentiable again)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, fc, upx, upy, downx, downy, padx0, padx1, pady0, pady1):  # noqa: ANN001, ANN205
+        return torch.ops.tangentlens.upfirdn2d(x, fc, upx, upy, downx, downy, padx0, padx1, pady0, pady1)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # noqa: ANN001
+        x, fc, *params = inputs
+        ctx.save_for_backward(fc)
+        ctx.save_for_forward(fc)
+        ctx.params = tuple(params)
+        ctx.x_meta = (tuple(x.shape), x.dtype, x.device)
+
+    @staticmethod
+    def backward(ctx, gy):  # noqa: ANN001, ANN205
+        (fc,) = ctx.saved_tensors
+        shape, dtype, device = ctx.x_meta
+        with torch.enable_grad():
+            leaf = torch.zeros(shape, dtype=dtype, device=device, requires_grad=True)  # linear: any point
+            y = _reference_correlation(leaf, fc, *ctx.params)
+            (gx,) = torch.autograd.grad(y, leaf, gy, create_graph=torch.is_grad_enabled())
+        return (gx, *([None] * 9))
+
+    @staticmethod
+    def jvp(ctx, tx, *_):  # noqa: ANN001, ANN205
+        (fc,) = ctx.saved_tensors
+        return torch.ops.tangentlens.upfirdn2d(tx.contiguous(), fc, *ctx.params)
+
+
+def _reference_correlation(x, fc, upx, upy, downx, downy, padx0, padx1, pady0, pady1):  # noqa: ANN001, ANN202
+    """The reference composition with a ready correlation filter (for the adjoint of the kernel)."""
+    n, c, h, w = x.shape
+    if upx > 1 or upy > 1:
+        x = F.pad(x.reshape(n, c, h, 1, w, 1), [0, upx - 1, 0, 0, 0, upy - 1]).reshape(n, c, h * upy, w * upx)
+    x = F.pad(x, [max(padx0, 0), max(padx1, 0), max(pady0, 0), max(pady1, 0)])
+    x = x[:, :, max(-pady0, 0) : x.shape[2] - max(-pady1, 0), max(-padx0, 0) : x.shape[3] - max(-padx1, 0)]
+    x = F.conv2d(x, fc.to(x.dtype)[None, None].expand(c, 1, *fc.shape), groups=c)
+    return x[:, :, ::downy, ::downx]
+
+
+def _native_upfirdn2d(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain):  # noqa: ANN001, ANN202
+    fc = _correlation_filter(f, flip_filter, gain, x.dtype)
+    return _Upfirdn2d.apply(x, fc, upx, upy, downx, downy, padx0, padx1, pady0, pady1)
 
 
 def filter2d(
