@@ -407,3 +407,19 @@ def test_make_distance(weight_files, isolated_search, monkeypatch):
     assert make_distance(fn) is fn
     with pytest.raises(ValueError, match="distance: expected 'lpips-vgg16'"):
         make_distance("lpips-resnet")
+
+
+@pytest.mark.parametrize("net", ["vgg16", "alex", "squeeze"])
+@pytest.mark.parametrize("input_range", ["-1_1", "0_255"])
+def test_tangent_norms_stacked_trunk_matches_torch_func(net, input_range):
+    """The stacked trunk pass (conv / ReLU / max-pool rules; SqueezeNet falls back) vs the torch.func path
+    (taken when the inputs require grad)."""
+    lp = LPIPS(net, pretrained=False, input_range=input_range).double()
+    x = _images(2, 40, 11).double()
+    if input_range == "0_255":
+        x = (x + 1) * 127.5
+    v = torch.randn(2, 4, 3, 40, 40, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
+    stacked = lp.tangent_norms(x, v, gram=True)
+    via_func = lp.tangent_norms(x.clone().requires_grad_(True), v, gram=True).detach()
+    torch.testing.assert_close(stacked, via_func, rtol=1e-11, atol=1e-15)
+    assert torch.diagonal(stacked, dim1=1, dim2=2).min() > 0

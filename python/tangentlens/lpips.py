@@ -287,8 +287,9 @@ class LPIPS(nn.Module):
 
     def tangent_norms(self, x: torch.Tensor, v: torch.Tensor, *, gram: bool = False) -> torch.Tensor:
         """``|J v_k|^2`` [N, K] (or ``<J v_i, J v_j>`` [N, K, K]) of the embedding at images x [N, 3, H, W]
-        along image tangents v [N, K, 3, H, W]: the trunk's JVPs (torch.func, vmapped over K) and the
-        fused tangent kernel per layer (module's eps convention; finite at f = 0 in both)."""
+        along image tangents v [N, K, 3, H, W]: the trunk's JVPs (a stacked pass of primal and tangents
+        through VGG/AlexNet layers, else torch.func vmapped over K; torch.func also when x or v requires
+        grad) and the fused tangent kernel per layer (module's eps convention; finite at f = 0 in both)."""
         x = _check_image(x, "x")
         if v.dim() != 5 or v.shape[0] != x.shape[0] or v.shape[2:] != x.shape[1:]:
             raise ValueError(
@@ -299,10 +300,23 @@ class LPIPS(nn.Module):
         def feats(xx: torch.Tensor) -> tuple[torch.Tensor, ...]:
             return tuple(self.trunk(self._prepare(xx)))
 
-        # One vmapped forward-mode pass: the taps (computed once) and their K tangents.
-        primal, tans = torch.func.vmap(
-            lambda t: torch.func.jvp(feats, (x,), (t,)), in_dims=1, out_dims=(None, 1)
-        )(v.contiguous())
+        primal = tans = None
+        if not (torch.is_grad_enabled() and (x.requires_grad or v.requires_grad)):
+            # Stacked pass: primal and tangents through each layer at once (the scaling layer is affine:
+            # its tangent is v / scale).
+            tscale = self.scale.to(v.dtype).unsqueeze(1) * (127.5 if self.input_range == "0_255" else 1.0)
+            X = torch.cat([self._prepare(x).unsqueeze(1), v / tscale], dim=1)
+            try:
+                with torch.no_grad():
+                    taps = self.trunk.forward_stacked(X)
+                primal, tans = [t[:, 0] for t in taps], [t[:, 1:] for t in taps]
+            except NotImplementedError:  # e.g. SqueezeNet's Fire modules
+                primal = tans = None
+        if primal is None:
+            # One vmapped forward-mode pass: the taps (computed once) and their K tangents.
+            primal, tans = torch.func.vmap(
+                lambda t: torch.func.jvp(feats, (x,), (t,)), in_dims=1, out_dims=(None, 1)
+            )(v.contiguous())
         total = None
         for f, t, w in zip(primal, tans, self.linear_weights, strict=True):
             r = ops.lpips_tangent_norm(

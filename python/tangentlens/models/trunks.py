@@ -9,6 +9,7 @@ the end of each slice of ``features``.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -24,6 +25,24 @@ class Trunk(nn.Module):
 
     features: nn.Sequential
 
+    def forward_stacked(self, X: torch.Tensor) -> list[torch.Tensor]:
+        """The taps of primal and tangents stacked ``[N, 1 + k, 3, H, W]`` (inputs already scaled), each
+        ``[N, 1 + k, C, h, w]``: one pass per layer for all of them (conv, ReLU, max-pool trunks; others
+        raise NotImplementedError). Run it without autograd."""
+        n = X.shape[0]
+        x = X.reshape(-1, *X.shape[2:])
+        taps: list[torch.Tensor] = []
+        ends = iter(self.tap_ends)
+        end = next(ends)
+        for i, layer in enumerate(self.features):
+            x = _stacked_layer(layer, x, n)
+            if i + 1 == end:
+                taps.append(x.view(n, -1, *x.shape[1:]))
+                end = next(ends, -1)
+                if end < 0:
+                    break
+        return taps
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         taps: list[torch.Tensor] = []
         ends = iter(self.tap_ends)
@@ -36,6 +55,30 @@ class Trunk(nn.Module):
                 if end < 0:
                     break
         return taps
+
+
+def _stacked_layer(layer: nn.Module, X: torch.Tensor, n: int) -> torch.Tensor:
+    """One trunk layer on primal and tangents stacked as ``[n * (1 + k), ...]`` (primal rows first in each
+    group of 1 + k): the forward rules of conv, ReLU and max-pool. Other layers raise NotImplementedError."""
+    k1 = X.shape[0] // n
+    if isinstance(layer, nn.Conv2d) and layer.padding_mode == "zeros":
+        Y = F.conv2d(X, layer.weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
+        if layer.bias is not None:  # the bias is constant: primal rows only
+            Y.view(n, k1, *Y.shape[1:])[:, 0] += layer.bias[:, None, None]
+        return Y
+    if isinstance(layer, nn.ReLU):  # d relu = 1[x > 0], torch's convention at 0
+        G = X.view(n, k1, *X.shape[1:])
+        return (G * (G[:, :1] > 0)).view_as(X)
+    if isinstance(layer, nn.MaxPool2d):  # the tangent is taken where the primal's maximum is
+        G = X.view(n, k1, *X.shape[1:])
+        y, idx = F.max_pool2d(
+            G[:, 0], layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode, True
+        )
+        flat = G.flatten(3)  # [n, 1+k, C, H*W]
+        out = flat.gather(3, idx.flatten(2)[:, None].expand(-1, k1, -1, -1))
+        out = out.view(n, k1, *y.shape[1:])
+        return out.reshape(n * k1, *y.shape[1:])
+    raise NotImplementedError(f"no stacked forward rule for {type(layer).__name__}")
 
 
 def _relu() -> nn.ReLU:
