@@ -43,6 +43,12 @@ def _flat(X: torch.Tensor) -> torch.Tensor:
     return X.reshape(X.shape[0] * X.shape[1], *X.shape[2:])
 
 
+def _demodulation(weight: torch.Tensor, styles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``W2 = Σ_kk weight²`` [O, I] and the demodulation ``d = (s² @ W2ᵀ + 1e-8)^-½`` [B, O]."""
+    w2 = weight.square().sum(dim=[2, 3])
+    return w2, (styles.square() @ w2.t() + 1e-8).rsqrt()
+
+
 def modulated_conv2d_stacked(
     X: torch.Tensor,
     weight: torch.Tensor,
@@ -78,8 +84,7 @@ def modulated_conv2d_stacked(
     )
     U = U.reshape(B, K1, *U.shape[1:])  # [B, 1+k, O, H', W']
     if demodulate:
-        w2 = weight.to(X.dtype).square().sum(dim=[2, 3])  # [O, I]
-        d = (s.square() @ w2.t() + 1e-8).rsqrt()  # [B, O]
+        w2, d = _demodulation(weight.to(X.dtype), s)
         td = -(d**3).unsqueeze(1) * ((s.unsqueeze(1) * ts) @ w2.t())  # [B, k, O]
         Y = U * d[:, None, :, None, None]
         Y[:, 1:].addcmul_(U[:, :1], td[:, :, :, None, None])
@@ -133,10 +138,7 @@ def _modconv_parts(
     u = conv2d_resample(
         x * styles[:, :, None, None], weight.to(x.dtype), f=f, up=up, padding=padding, flip_weight=flip_weight
     )
-    d = None
-    if demodulate:
-        w2 = weight.to(x.dtype).square().sum(dim=[2, 3])
-        d = (styles.square() @ w2.t() + 1e-8).rsqrt()
+    d = _demodulation(weight.to(x.dtype), styles)[1] if demodulate else None
     return u, d
 
 
@@ -182,6 +184,10 @@ class _ModulatedConv2d(torch.autograd.Function):
         x, weight, styles, f = ctx.saved_tensors
         up, padding, demodulate, flip_weight = ctx.cfg
         w = weight.to(x.dtype)
+
+        def conv(inp: torch.Tensor, weight_: torch.Tensor) -> torch.Tensor:
+            return conv2d_resample(inp, weight_, f=f, up=up, padding=padding, flip_weight=flip_weight)
+
         inp = None
         if tx is not None:
             inp = tx * styles[:, :, None, None]
@@ -190,27 +196,24 @@ class _ModulatedConv2d(torch.autograd.Function):
             inp = term if inp is None else inp + term
         ty = None
         if inp is not None:
-            ty = conv2d_resample(inp, w, f=f, up=up, padding=padding, flip_weight=flip_weight)
+            ty = conv(inp, w)
         xs = x * styles[:, :, None, None]
         if tweight is not None:
-            term = conv2d_resample(
-                xs, tweight.to(x.dtype), f=f, up=up, padding=padding, flip_weight=flip_weight
-            )
+            term = conv(xs, tweight.to(x.dtype))
             ty = term if ty is None else ty + term
+        # u = conv(x s, weight), the primal before demodulation: recomputed here (the forward's is not
+        # handed over), and only where it is needed.
+        u = conv(xs, w) if demodulate or ty is None else None
         if ty is None:
-            ty = torch.zeros_like(
-                conv2d_resample(xs, w, f=f, up=up, padding=padding, flip_weight=flip_weight)
-            )
+            ty = torch.zeros_like(u)
         if demodulate:
-            w2 = w.square().sum(dim=[2, 3])
-            d = (styles.square() @ w2.t() + 1e-8).rsqrt()
+            w2, d = _demodulation(w, styles)
             dd = torch.zeros_like(d)
             if tstyles is not None:
                 dd = dd + (styles * tstyles) @ w2.t()
             if tweight is not None:
                 dd = dd + styles.square() @ (w * tweight.to(x.dtype)).sum(dim=[2, 3]).t()
             td = -(d**3) * dd
-            u = conv2d_resample(xs, w, f=f, up=up, padding=padding, flip_weight=flip_weight)
             ty = ty * d[:, :, None, None] + u * td[:, :, None, None]
         if tnoise is not None:
             ty = ty + tnoise.to(ty.dtype)

@@ -153,15 +153,7 @@ def upfirdn2d(
     ):
         return _native_upfirdn2d(x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip_filter, gain)
 
-    # Zero insertion: each pixel followed by up-1 zeros along each axis.
-    if upx > 1 or upy > 1:
-        x = x.reshape(n, c, h, 1, w, 1)
-        x = F.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
-        x = x.reshape(n, c, h * upy, w * upx)
-
-    # Positive padding pads with zeros, negative padding crops.
-    x = F.pad(x, [max(padx0, 0), max(padx1, 0), max(pady0, 0), max(pady1, 0)])
-    x = x[:, :, max(-pady0, 0) : x.shape[2] - max(-pady1, 0), max(-padx0, 0) : x.shape[3] - max(-padx1, 0)]
+    x = _upsample_pad(x, upx, upy, padx0, padx1, pady0, pady1)
 
     # conv2d cross-correlates, so flipping the filter gives a true convolution.
     f = (f * (gain ** (f.ndim / 2))).to(x.dtype)
@@ -177,6 +169,18 @@ def upfirdn2d(
     if downx > 1 or downy > 1:
         x = x[:, :, ::downy, ::downx]
     return x
+
+
+def _upsample_pad(
+    x: torch.Tensor, upx: int, upy: int, padx0: int, padx1: int, pady0: int, pady1: int
+) -> torch.Tensor:
+    """Zero insertion (each pixel followed by up - 1 zeros along each axis), then padding with zeros
+    (positive) or cropping (negative): the input of the FIR filter."""
+    n, c, h, w = x.shape
+    if upx > 1 or upy > 1:
+        x = F.pad(x.reshape(n, c, h, 1, w, 1), [0, upx - 1, 0, 0, 0, upy - 1]).reshape(n, c, h * upy, w * upx)
+    x = F.pad(x, [max(padx0, 0), max(padx1, 0), max(pady0, 0), max(pady1, 0)])
+    return x[:, :, max(-pady0, 0) : x.shape[2] - max(-pady1, 0), max(-padx0, 0) : x.shape[3] - max(-padx1, 0)]
 
 
 def _correlation_filter(f: torch.Tensor, flip_filter: bool, gain: float, dtype: torch.dtype) -> torch.Tensor:
@@ -227,11 +231,8 @@ class _Upfirdn2d(torch.autograd.Function):
 
 def _reference_correlation(x, fc, upx, upy, downx, downy, padx0, padx1, pady0, pady1):  # noqa: ANN001, ANN202
     """The reference composition with a ready correlation filter (for the adjoint of the kernel)."""
-    n, c, h, w = x.shape
-    if upx > 1 or upy > 1:
-        x = F.pad(x.reshape(n, c, h, 1, w, 1), [0, upx - 1, 0, 0, 0, upy - 1]).reshape(n, c, h * upy, w * upx)
-    x = F.pad(x, [max(padx0, 0), max(padx1, 0), max(pady0, 0), max(pady1, 0)])
-    x = x[:, :, max(-pady0, 0) : x.shape[2] - max(-pady1, 0), max(-padx0, 0) : x.shape[3] - max(-padx1, 0)]
+    c = x.shape[1]
+    x = _upsample_pad(x, upx, upy, padx0, padx1, pady0, pady1)
     x = F.conv2d(x, fc.to(x.dtype)[None, None].expand(c, 1, *fc.shape), groups=c)
     return x[:, :, ::downy, ::downx]
 
