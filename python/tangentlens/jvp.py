@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import warnings
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -136,17 +137,22 @@ class _BytesCounter(TorchDispatchMode):
         return out
 
 
-_probe_cache: dict[tuple, int] = {}
+# Per function (weakly held: an id could be reused by a later object), per input shape/dtype/device.
+_probe_cache: weakref.WeakKeyDictionary[Callable, dict[tuple, int]] = weakref.WeakKeyDictionary()
 
 
 def _bytes_per_tangent(fn: Callable, primal: torch.Tensor) -> int:
-    key = (id(fn), tuple(primal.shape), primal.dtype, primal.device)
-    if key not in _probe_cache:
+    key = (tuple(primal.shape), primal.dtype, primal.device)
+    try:
+        cache = _probe_cache.setdefault(fn, {})
+    except TypeError:  # not weak-referenceable: measure every time
+        cache = {}
+    if key not in cache:
         counter = _BytesCounter()
         with torch.no_grad(), counter:
             fn(primal)
-        _probe_cache[key] = max(counter.bytes, primal.numel() * primal.element_size())
-    return _probe_cache[key]
+        cache[key] = max(counter.bytes, primal.numel() * primal.element_size())
+    return cache[key]
 
 
 def _default_budget(device: torch.device) -> int:
@@ -264,15 +270,22 @@ def _is_missing_forward_rule(exc: BaseException) -> bool:
 # ---- coverage --------------------------------------------------------------------------------------------
 
 
+def _jvp_failure(
+    path: str, owner: object, call: Callable, primals: tuple[torch.Tensor, ...]
+) -> Unsupported | None:
+    """Try one forward-mode JVP of ``call`` at ``primals``; the failure, if any, as a report entry."""
+    try:
+        torch.func.jvp(call, primals, tuple(torch.randn_like(p) for p in primals))
+    except Exception as exc:  # noqa: BLE001 - reported, not swallowed
+        return Unsupported(path, type(owner).__name__, _missing_op(exc), str(exc).splitlines()[0])
+    return None
+
+
 def _leaf_failures(fn: Callable, primal: torch.Tensor) -> list[Unsupported]:
     """Forward-mode JVP of every leaf submodule of ``fn`` (an nn.Module) on the inputs it sees in one pass."""
-    found: list[Unsupported] = []
     if not isinstance(fn, nn.Module):
-        try:
-            torch.func.jvp(fn, (primal,), (torch.randn_like(primal),))
-        except Exception as exc:  # noqa: BLE001 - reported, not swallowed
-            found.append(Unsupported("", type(fn).__name__, _missing_op(exc), str(exc).splitlines()[0]))
-        return found
+        whole = _jvp_failure("", fn, fn, (primal,))
+        return [] if whole is None else [whole]
     captured: dict[str, tuple] = {}
 
     def hook(name: str) -> Callable:
@@ -293,11 +306,11 @@ def _leaf_failures(fn: Callable, primal: torch.Tensor) -> list[Unsupported]:
         for h in hooks:
             h.remove()
     mods = dict(fn.named_modules())
+    found: list[Unsupported] = []
     for name, args in captured.items():
-        tensors = [a for a in args if isinstance(a, torch.Tensor) and a.is_floating_point()]
-        if not tensors:
-            continue
         idx = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor) and a.is_floating_point()]
+        if not idx:
+            continue
 
         def call(*ts: torch.Tensor, args: tuple = args, idx: list[int] = idx, mod: nn.Module = mods[name]):  # noqa: ANN202
             full = list(args)
@@ -305,17 +318,12 @@ def _leaf_failures(fn: Callable, primal: torch.Tensor) -> list[Unsupported]:
                 full[i] = t
             return mod(*full)
 
-        try:
-            torch.func.jvp(call, tuple(tensors), tuple(torch.randn_like(t) for t in tensors))
-        except Exception as exc:  # noqa: BLE001 - reported
-            found.append(
-                Unsupported(name, type(mods[name]).__name__, _missing_op(exc), str(exc).splitlines()[0])
-            )
+        failure = _jvp_failure(name, mods[name], call, tuple(args[i] for i in idx))
+        if failure is not None:
+            found.append(failure)
     if not found:  # a functional op outside any leaf module
-        try:
-            torch.func.jvp(fn, (primal,), (torch.randn_like(primal),))
-        except Exception as exc:  # noqa: BLE001 - reported
-            found.append(Unsupported("", type(fn).__name__, _missing_op(exc), str(exc).splitlines()[0]))
+        whole = _jvp_failure("", fn, fn, (primal,))
+        found += [] if whole is None else [whole]
     return found
 
 
