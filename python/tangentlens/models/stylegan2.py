@@ -64,6 +64,19 @@ def _check_noise_mode(noise_mode: str) -> None:
         raise ValueError(f"noise_mode: expected one of {NOISE_MODES}, got {noise_mode!r}")
 
 
+def _check_layer_noise(noise: torch.Tensor, resolution: int) -> torch.Tensor:
+    if (
+        not isinstance(noise, torch.Tensor)
+        or tuple(noise.shape[-2:]) != (resolution, resolution)
+        or (noise.ndim not in (2, 4) or (noise.ndim == 4 and noise.shape[1] != 1))
+    ):
+        raise ValueError(
+            f"noise: expected [N, 1, {resolution}, {resolution}] or [{resolution}, {resolution}], "
+            f"got {tuple(getattr(noise, 'shape', ()))}"
+        )
+    return noise
+
+
 def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
     """Scale each row to unit mean square (StyleGAN's pixel norm of the latent)."""
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
@@ -318,16 +331,21 @@ class SynthesisLayer(nn.Module):
         fused_modconv: bool = True,
         gain: float = 1,
         generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """``noise`` (``[N, 1, R, R]`` or ``[R, R]``, unscaled) replaces the noise of ``noise_mode``."""
         _check_noise_mode(noise_mode)
         styles = self.affine(w)
-        noise = None
-        if self.use_noise and noise_mode == "random":
+        if noise is not None:
+            noise = (
+                _check_layer_noise(noise, self.resolution) * self.noise_strength if self.use_noise else None
+            )
+        elif self.use_noise and noise_mode == "random":
             shape = [x.shape[0], 1, self.resolution, self.resolution]
             noise = (
                 torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype) * self.noise_strength
             )
-        if self.use_noise and noise_mode == "const":
+        elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
         x = forward_rules.modulated_conv2d(
             x,
@@ -346,13 +364,24 @@ class SynthesisLayer(nn.Module):
         return bias_act(x, b, act=self.activation, gain=self.act_gain * gain, clamp=clamp, impl=self.impl)
 
     def forward_stacked(
-        self, X: torch.Tensor, W: torch.Tensor, noise_mode: NoiseMode = "const"
+        self,
+        X: torch.Tensor,
+        W: torch.Tensor,
+        noise_mode: NoiseMode = "const",
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``X [B, 1+k, I, H, W]``, ``W [B, 1+k, w_dim]`` -> stacked output (constant or no noise)."""
-        if noise_mode == "random":
-            raise ValueError("noise_mode: the stacked JVP needs deterministic noise ('const' or 'none')")
+        """``X [B, 1+k, I, H, W]``, ``W [B, 1+k, w_dim]`` -> stacked output (constant, given or no noise)."""
         S = self.affine.forward_stacked(W)
-        noise = self.noise_const * self.noise_strength if self.use_noise and noise_mode == "const" else None
+        if noise is not None:
+            noise = (
+                _check_layer_noise(noise, self.resolution) * self.noise_strength if self.use_noise else None
+            )
+        elif noise_mode == "random":
+            raise ValueError("noise_mode: the stacked JVP needs deterministic noise ('const' or 'none')")
+        else:
+            noise = (
+                self.noise_const * self.noise_strength if self.use_noise and noise_mode == "const" else None
+            )
         Y = forward_rules.modulated_conv2d_stacked(
             X,
             self.weight,
@@ -476,6 +505,17 @@ class SynthesisBlock(nn.Module):
                 impl=impl,
             )
 
+    def _split_noise(
+        self, noise: Sequence[torch.Tensor | None] | None
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        if noise is None:
+            return None, None
+        if len(noise) != self.num_conv:
+            raise ValueError(
+                f"noise: expected {self.num_conv} tensors for block b{self.resolution}, got {len(noise)}"
+            )
+        return (None, noise[0]) if self.in_channels == 0 else (noise[0], noise[1])
+
     def forward(
         self,
         x: torch.Tensor | None,
@@ -483,23 +523,29 @@ class SynthesisBlock(nn.Module):
         ws: torch.Tensor,
         force_fp32: bool = False,
         fused_modconv: bool = True,
+        noise: Sequence[torch.Tensor | None] | None = None,
         **layer_kwargs: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``noise``: one tensor (or None) per conv layer of the block, conv0 first (see
+        ``SynthesisNetwork.noise_shapes``)."""
         w_iter = iter(ws.unbind(dim=1))
+        n0, n1 = self._split_noise(noise)
         dtype = torch.float16 if self.use_fp16 and not force_fp32 else ws.dtype
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).expand(ws.shape[0], -1, -1, -1)
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
+            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, noise=n1, **layer_kwargs)
         elif self.architecture == "resnet":
             x = x.to(dtype)
             y = self.skip(x, gain=math.sqrt(0.5))
-            x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, gain=math.sqrt(0.5), **layer_kwargs)
+            x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, noise=n0, **layer_kwargs)
+            x = self.conv1(
+                x, next(w_iter), fused_modconv=fused_modconv, gain=math.sqrt(0.5), noise=n1, **layer_kwargs
+            )
             x = y + x
         else:
             x = x.to(dtype)
-            x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
-            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, **layer_kwargs)
+            x = self.conv0(x, next(w_iter), fused_modconv=fused_modconv, noise=n0, **layer_kwargs)
+            x = self.conv1(x, next(w_iter), fused_modconv=fused_modconv, noise=n1, **layer_kwargs)
 
         if img is not None:
             img = upsample2d(img, self.resample_filter.to(img.dtype))
@@ -514,10 +560,12 @@ class SynthesisBlock(nn.Module):
         IMG: torch.Tensor | None,
         WS: torch.Tensor,
         noise_mode: NoiseMode = "const",
+        noise: Sequence[torch.Tensor | None] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Stacked primal and tangents: ``X [B, 1+k, C, H, W]``, ``WS [B, 1+k, n, w_dim]``."""
         if self.architecture == "resnet" or self.use_fp16:
             raise NotImplementedError("forward_stacked: 'resnet' blocks and fp16 blocks are not covered")
+        n0, n1 = self._split_noise(noise)
         ws = WS.unbind(dim=2)
         i = 0
         if self.in_channels == 0:
@@ -525,9 +573,9 @@ class SynthesisBlock(nn.Module):
             x = self.const.to(WS.dtype).unsqueeze(0)
             X = forward_rules.stack(x.expand(B, -1, -1, -1), None, K1 - 1)  # the constant has no tangent
         else:
-            X = self.conv0.forward_stacked(X, ws[i], noise_mode)
+            X = self.conv0.forward_stacked(X, ws[i], noise_mode, n0)
             i += 1
-        X = self.conv1.forward_stacked(X, ws[i], noise_mode)
+        X = self.conv1.forward_stacked(X, ws[i], noise_mode, n1)
         i += 1
         if IMG is not None:  # linear: the whole stack through the same filter
             B, K1 = IMG.shape[:2]
@@ -611,12 +659,15 @@ class SynthesisNetwork(nn.Module):
         force_fp32: bool = False,
         fused_modconv: bool = True,
         generator: torch.Generator | None = None,
+        noise: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Images [N, img_channels, R, R] from ws [N, num_ws, w_dim].
 
         ``noise_mode``: "random" draws per-pixel noise (from ``generator``, else the global RNG; not
-        reproducible across devices), "const" uses the stored ``noise_const`` buffers (deterministic; what
-        PPL uses), "none" adds no noise.
+        reproducible across devices), "const" uses the stored ``noise_const`` buffers (deterministic), "none"
+        adds no noise. ``noise``: explicit unscaled noise, one ``[N, 1, R, R]`` tensor per conv layer in the
+        order of :meth:`noise_shapes` (per-sample noise, e.g. from a counter-based RNG); it overrides
+        ``noise_mode``.
         """
         _check_noise_mode(noise_mode)
         if (
@@ -628,9 +679,10 @@ class SynthesisNetwork(nn.Module):
                 f"ws: expected shape [N, {self.num_ws}, {self.w_dim}], got {tuple(getattr(ws, 'shape', ()))}"
             )
         ws = ws.to(_compute_dtype(ws))
+        per_block = self._block_noise(noise)
         x = img = None
         w_idx = 0
-        for res in self.block_resolutions:
+        for res, block_noise in zip(self.block_resolutions, per_block, strict=True):
             block = getattr(self, f"b{res}")
             cur_ws = ws.narrow(1, w_idx, block.num_conv + block.num_torgb)
             w_idx += block.num_conv
@@ -642,11 +694,39 @@ class SynthesisNetwork(nn.Module):
                 fused_modconv=fused_modconv,
                 noise_mode=noise_mode,
                 generator=generator,
+                noise=block_noise,
             )
         return img
 
+    def noise_shapes(self) -> list[tuple[int, int]]:
+        """``(H, W)`` of each conv layer's noise input, in execution order (the ``noise`` argument)."""
+        shapes = []
+        for res in self.block_resolutions:
+            block = getattr(self, f"b{res}")
+            shapes += [(res, res)] * block.num_conv
+        return shapes
+
+    def _block_noise(self, noise: Sequence[torch.Tensor] | None) -> list[Sequence[torch.Tensor] | None]:
+        if noise is None:
+            return [None] * len(self.block_resolutions)
+        want = len(self.noise_shapes())
+        if isinstance(noise, torch.Tensor) or len(noise) != want:
+            raise ValueError(
+                f"noise: expected a sequence of {want} tensors (noise_shapes()), got {type(noise).__name__}"
+            )
+        out, i = [], 0
+        for res in self.block_resolutions:
+            n = getattr(self, f"b{res}").num_conv
+            out.append(list(noise[i : i + n]))
+            i += n
+        return out
+
     def forward_jvp(
-        self, ws: torch.Tensor, tws: torch.Tensor, noise_mode: NoiseMode = "const"
+        self,
+        ws: torch.Tensor,
+        tws: torch.Tensor,
+        noise_mode: NoiseMode = "const",
+        noise: Sequence[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Images and their tangents ``[N, k, C, R, R]`` along ``tws [N, k, num_ws, w_dim]``, in one stacked
         pass (tangentlens.forward_rules); the same maths as ``torch.func.jvp`` of ``forward`` (fp32/fp64,
@@ -660,11 +740,11 @@ class SynthesisNetwork(nn.Module):
         WS = forward_rules.stack(ws.to(dtype), tws.to(dtype), tws.shape[1])
         X = IMG = None
         w_idx = 0
-        for res in self.block_resolutions:
+        for res, block_noise in zip(self.block_resolutions, self._block_noise(noise), strict=True):
             block = getattr(self, f"b{res}")
             cur = WS.narrow(2, w_idx, block.num_conv + block.num_torgb)
             w_idx += block.num_conv
-            X, IMG = block.forward_stacked(X, IMG, cur, noise_mode)
+            X, IMG = block.forward_stacked(X, IMG, cur, noise_mode, block_noise)
         assert IMG is not None
         return forward_rules.unstack(IMG)
 
@@ -739,12 +819,18 @@ class StyleGAN2Generator(nn.Module):
         force_fp32: bool = True,
         fused_modconv: bool = True,
         generator: torch.Generator | None = None,
+        noise: Sequence[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Images [N, img_channels, R, R] (about [-1, 1] when trained) from z [N, z_dim], c [N, c_dim]."""
         _check_noise_mode(noise_mode)
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(
-            ws, noise_mode=noise_mode, force_fp32=force_fp32, fused_modconv=fused_modconv, generator=generator
+            ws,
+            noise_mode=noise_mode,
+            force_fp32=force_fp32,
+            fused_modconv=fused_modconv,
+            generator=generator,
+            noise=noise,
         )
 
     def forward_jvp(
@@ -755,6 +841,7 @@ class StyleGAN2Generator(nn.Module):
         truncation_psi: float = 1,
         truncation_cutoff: int | None = None,
         noise_mode: NoiseMode = "const",
+        noise: Sequence[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(G(z), J_z G v_k)`` for ``tz [N, k, z_dim]``: the mapping's JVPs by torch.func (a small MLP),
         the synthesis network's by the stacked forward rules."""
@@ -765,4 +852,4 @@ class StyleGAN2Generator(nn.Module):
         ws, tws = torch.func.vmap(
             lambda t: torch.func.jvp(mapping, (z,), (t,)), in_dims=1, out_dims=(None, 1)
         )(tz.contiguous())
-        return self.synthesis.forward_jvp(ws, tws, noise_mode=noise_mode)
+        return self.synthesis.forward_jvp(ws, tws, noise_mode=noise_mode, noise=noise)
