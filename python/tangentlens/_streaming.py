@@ -55,7 +55,7 @@ def _checksum(config_json: str, done: int, rows: Mapping[str, torch.Tensor]) -> 
         t = rows[name].detach().cpu().contiguous()
         h.update(name.encode())
         h.update(str((tuple(t.shape), str(t.dtype))).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
 
 
