@@ -1,7 +1,26 @@
-"""Generators: protocol adapters (:func:`as_generator`) and loaders of NVIDIA StyleGAN2 files."""
+"""Generators: protocol adapters for the engines (:func:`as_generator`, :mod:`.adapters`) and NVIDIA's
+StyleGAN2 files and objects as tangentlens models (:mod:`.nvidia`)."""
 
 from __future__ import annotations
 
 from tangentlens.generators.adapters import GeneratorAdapter, as_generator, fingerprint
+from tangentlens.generators.nvidia import (
+    NvidiaPickleError,
+    UnsupportedGeneratorError,
+    convert_nvidia_generator,
+    load_stylegan2_pkl,
+    load_stylegan2_state_dict,
+    nvidia_reference_ops,
+)
 
-__all__ = ["GeneratorAdapter", "as_generator", "fingerprint"]
+__all__ = [
+    "GeneratorAdapter",
+    "NvidiaPickleError",
+    "UnsupportedGeneratorError",
+    "as_generator",
+    "convert_nvidia_generator",
+    "fingerprint",
+    "load_stylegan2_pkl",
+    "load_stylegan2_state_dict",
+    "nvidia_reference_ops",
+]
