@@ -207,7 +207,7 @@ def test_uint8_quantisation_destroys_fd_not_jvp() -> None:
     assert ((q - exact).abs() / exact).median() > 0.3
 
 
-# ---- jvp vs fd ----------------------------------------------------------------------------------------------
+# ---- jvp vs fd ------------------------------------------------
 
 
 @pytest.mark.parametrize("space", ["w", "z"])
@@ -275,7 +275,7 @@ def test_fd_tf32_warns(G64) -> None:
         ppl_distances(G64, z0, z1, method="fd", distance="l2", precision="tf32")
 
 
-# ---- statistics ---------------------------------------------------------------------------------------------
+# ---- statistics ------------------------------------------------
 
 
 def test_trim_matches_numpy_and_torch_quantile() -> None:
@@ -320,7 +320,7 @@ def test_bootstrap_ci_covers_the_standard_error() -> None:
     assert (hi - lo) / 2 == pytest.approx(1.96 * st["sem"], rel=0.15)
 
 
-# ---- the streaming run --------------------------------------------------------------------------------------
+# ---- the streaming run ------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -446,7 +446,7 @@ def test_two_processes_gloo_match_single_process(tmp_path) -> None:
         assert torch.equal(r["d"], single.distances) and r["mean"] == single.mean
 
 
-# ---- generators and bad inputs --------------------------------------------------------------------------------
+# ---- generators and bad inputs ------------------------------------------------
 
 
 def test_adapters_and_labels() -> None:
