@@ -75,7 +75,8 @@ class PerceptualPathLength(Metric):
             )
         if interpolation_method not in _INTERP:
             raise ValueError(
-                f"interpolation_method: expected 'lerp', 'slerp_any' or 'slerp_unit', got {interpolation_method!r}"
+                "interpolation_method: expected 'lerp', 'slerp_any' or 'slerp_unit', "
+                f"got {interpolation_method!r}"
             )
         if not (isinstance(epsilon, (int, float)) and epsilon > 0):
             raise ValueError(f"epsilon: expected a positive float, got {epsilon!r}")
