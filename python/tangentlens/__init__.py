@@ -2,24 +2,29 @@
 
 from __future__ import annotations
 
-from tangentlens import distances, ops, paths
+from tangentlens import distances, generators, ops, paths
 from tangentlens._extension import NATIVE_AVAILABLE, native_build_info, set_default_impl
 from tangentlens.distances import make_distance
 from tangentlens.jvp import coverage, jvp
 from tangentlens.lpips import LPIPS
+from tangentlens.ppl import PPLResult, ppl, ppl_distances
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LPIPS",
     "NATIVE_AVAILABLE",
+    "PPLResult",
     "__version__",
     "coverage",
     "distances",
+    "generators",
     "jvp",
     "make_distance",
     "native_build_info",
     "ops",
     "paths",
+    "ppl",
+    "ppl_distances",
     "set_default_impl",
 ]

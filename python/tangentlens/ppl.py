@@ -736,7 +736,8 @@ def ppl(
         target_rel_ci: stop once the 95 % CI half-width (normal approximation on the trimmed mean) is below
             this fraction of the mean; checked every 1000 samples and cut there.
         checkpoint: file to resume from and to write atomically every ``checkpoint_every`` seconds.
-        bootstrap: bootstrap replicates for the reported CI (trimming re-applied in each).
+        bootstrap: bootstrap replicates for the reported CI (trimming re-applied in each); 0 gives the
+            normal approximation ``mean +- 1.96 sem`` instead.
         progress: a progress bar with samples/s and the running mean +- CI (rank 0).
         device: where to run (default: the generator's device).
 
@@ -772,6 +773,8 @@ def ppl(
         raise ValueError(f"num_samples: expected at least 2 (a CI needs two samples), got {n_total}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
         raise ValueError(f"seed: expected an int in [0, 2**64), got {seed!r}")
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
+        raise ValueError(f"bootstrap: expected a non-negative int (replicates), got {bootstrap!r}")
     if target_rel_ci is not None and not (isinstance(target_rel_ci, (int, float)) and target_rel_ci > 0):
         raise ValueError(f"target_rel_ci: expected a positive number, got {target_rel_ci!r}")
     if labels is not None and engine.gen.label_kind == "none":
@@ -831,7 +834,10 @@ def ppl(
     )
     d = res.rows["distance"]
     st = trimmed_stats(d, *keep)
-    lo_ci, hi_ci = bootstrap_ci(d, *keep, replicates=bootstrap, seed=seed)
+    if bootstrap > 0:
+        lo_ci, hi_ci = bootstrap_ci(d, *keep, replicates=bootstrap, seed=seed)
+    else:  # the normal approximation on the winsorised standard error
+        lo_ci, hi_ci = st["mean"] - 1.96 * st["sem"], st["mean"] + 1.96 * st["sem"]
     kept, _, _ = trim(d, *keep)
     config["num_samples"] = n_total
     config["target_rel_ci"] = target_rel_ci
