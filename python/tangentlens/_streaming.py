@@ -245,7 +245,7 @@ def stream(
         return {k: v[0][:n] for k, v in chunks.items()}
 
     bar = _Progress(num_samples, done, desc, progress and rank == 0)
-    last_save = time.perf_counter()
+    last_save = last_postfix = time.perf_counter()
     next_check = (done // check_every + 1) * check_every if stop is not None else None
     stopped = False
     try:
@@ -279,7 +279,10 @@ def stream(
                 gathered = [rows]
             for r in gathered:
                 for k, v in r.items():
-                    chunks.setdefault(k, []).append(v)
+                    lst = chunks.setdefault(k, [])
+                    lst.append(v)
+                    if len(lst) > 256:  # bounded bookkeeping: fold the small batch tensors together
+                        chunks[k] = [torch.cat(lst)]
             done = min(num_samples, done + world * batch_size)
             if next_check is not None:
                 while next_check <= done:
@@ -287,9 +290,17 @@ def stream(
                         done, stopped = next_check, True
                         break
                     next_check += check_every
-            text = postfix(collected(done), done) if postfix is not None and rank == 0 else ""
-            bar.update(done, text)
             now = time.perf_counter()
+            text = ""
+            if (
+                postfix is not None
+                and rank == 0
+                and bar.enabled
+                and (now - last_postfix >= 1.0 or done >= num_samples)
+            ):
+                text = postfix(collected(done), done)  # O(n): at most once a second
+                last_postfix = now
+            bar.update(done, text)
             if checkpoint is not None and rank == 0 and (now - last_save >= checkpoint_every or stopped):
                 save_checkpoint(checkpoint, config, done, collected(done))
                 last_save = now
