@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from tangentlens import distances, ops, paths
+from tangentlens import distances, ops, paths, spectra
 from tangentlens._extension import NATIVE_AVAILABLE, native_build_info, set_default_impl
 from tangentlens.distances import make_distance
 from tangentlens.jvp import coverage, jvp
 from tangentlens.lpips import LPIPS
+from tangentlens.spectra import spectrum
 
 __version__ = "0.1.0"
 
@@ -22,4 +23,6 @@ __all__ = [
     "ops",
     "paths",
     "set_default_impl",
+    "spectra",
+    "spectrum",
 ]
