@@ -355,3 +355,18 @@ def test_bad_inputs_name_the_argument():
 def test_exported():
     assert tangentlens.spectrum is spectra.spectrum
     assert tangentlens.spectra is spectra
+
+
+def test_cli_spectrum(tmp_path, capsys):
+    from tangentlens import cli
+
+    out = tmp_path / "s.json"
+    args = ["spectrum", "--generator", "test_spectra:_tiny_generator", "--points", "3", "--k", "2"]
+    rc = cli.main([*args, "--batch-size", "2", "--method", "full", "--no-progress", "--json", str(out)])
+    assert rc == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["points"] == 3 and "trace" in printed["stats"]
+    res = spectra.ScanResult.from_json(out)
+    assert res.eigenvalues.shape == (3, 2)
+    assert cli.main(["spectrum", "--generator", "no_such_module:G", "--points", "2", "--no-progress"]) == 2
+    assert "cannot import module 'no_such_module'" in capsys.readouterr().err
