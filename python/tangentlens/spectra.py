@@ -527,7 +527,8 @@ def spectrum(
             ``make_distance``), or any module with ``embed(x) -> [N, F]``.
         k: eigenpairs to return (None: all d).
         method: ``"full"`` (d JVPs), ``"randomized"`` (block subspace iteration), ``"lanczos"`` (block
-            Krylov); ``"auto"``: full when k is None or k > d / 4, else lanczos.
+            Krylov); ``"auto"``: full when d <= 12 (k + oversample) (cheaper than the ~4 blocks of
+            M products a Krylov run needs, each about 3 JVPs), else lanczos.
         via: full method: ``"gram"`` (eigh of the float64 Gram) or ``"svd"`` (SVD of the D×d Jacobian
             block, for the small eigenvalues: the condition number is not squared).
         oversample: extra columns of the block (block size k + oversample).
@@ -551,7 +552,9 @@ def spectrum(
     ops.check_u64(first_index, "first_index")
     tol = _check_positive(tol, "tol")
     if method == "auto":
-        method = "full" if k > d // 4 else "lanczos"
+        # one M v (a JVP and a replicated reverse pass) costs about 3 JVPs and block Krylov needs about
+        # 4 blocks of k + oversample: below ~12 (k + oversample) directions the d JVPs of "full" are cheaper
+        method = "full" if d <= 12 * (k + oversample) else "lanczos"
     if method == "full":
         if init is not None:
             raise ValueError(
@@ -970,12 +973,16 @@ class ScanResult:
         normalize: bool = False,
     ) -> Any:
         """Median eigenvalue λ_i against i (log scale) with quantile bands over the points; ``normalize``
-        divides each point's spectrum by its λ_1. Returns the matplotlib axes."""
+        divides each point's spectrum by its λ_1; values below 1e-16 λ_1 are drawn at that floor. Returns
+        the matplotlib axes."""
         import matplotlib.pyplot as plt
 
         if ax is None:
             _, ax = plt.subplots(figsize=(5, 3.5))
-        lam = self.eigenvalues.double().clamp_min(torch.finfo(torch.float64).tiny)
+        lam = self.eigenvalues.double()
+        # float64 rounding level: exact zeros (e.g. z's radial direction, which the mapping normalises
+        # away) would stretch the log axis over hundreds of decades
+        lam = torch.maximum(lam, lam[:, :1].clamp_min(torch.finfo(torch.float64).tiny) * 1e-16)
         if normalize:
             lam = lam / lam[:, :1]
         i = torch.arange(1, lam.shape[1] + 1).numpy()
