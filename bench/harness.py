@@ -33,6 +33,9 @@ class Case:
     # The physical floor in seconds on this machine, where the case can measure it (e.g. writing floor_bytes).
     floor_seconds: Callable[[], float] | None = None
     check: Callable[[], None] | None = None
+    # Work units per variant where one does a measured fraction of the job (e.g. a baseline timed on some
+    # rows of a Hessian and extrapolated linearly): speed-up and throughput then compare time per unit.
+    variant_work: dict[str, float] | None = None
 
 
 def _sync(device: torch.device | None) -> None:
@@ -59,6 +62,8 @@ def run_case(case: Case, device: torch.device | None = None) -> dict[str, Any]:
         for label, fn in case.variants.items():
             times[label].append(time_call(fn, device))
     med = {k: statistics.median(v) for k, v in times.items()}
+    work = {k: (case.variant_work or {}).get(k, case.work) for k in case.variants}
+    per_unit = {k: med[k] / work[k] for k in med}
     result: dict[str, Any] = {
         "name": case.name,
         "ours": case.ours,
@@ -68,10 +73,12 @@ def run_case(case: Case, device: torch.device | None = None) -> dict[str, Any]:
         "work_unit": case.work_unit,
         "median_s": med,
         "all_s": times,
-        "throughput_per_s": {k: case.work / v for k, v in med.items()},
-        "speedup_vs_baseline": med[case.baseline] / med[case.ours],
+        "throughput_per_s": {k: work[k] / v for k, v in med.items()},
+        "speedup_vs_baseline": per_unit[case.baseline] / per_unit[case.ours],
         "meta": case.meta,
     }
+    if case.variant_work is not None:
+        result["variant_work"] = work
     if case.floor_bytes is not None:
         result["floor_bytes"] = case.floor_bytes
         result["achieved_GBps"] = case.floor_bytes / med[case.ours] / 1e9

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from tangentlens import distances, generators, ops, paths
+from tangentlens import distances, generators, ops, paths, spectra
 from tangentlens._extension import NATIVE_AVAILABLE, native_build_info, set_default_impl
 from tangentlens.distances import make_distance
 from tangentlens.jvp import coverage, jvp
 from tangentlens.lpips import LPIPS
 from tangentlens.ppl import PPLResult, ppl, ppl_distances
+from tangentlens.spectra import spectrum
 
 __version__ = "0.1.0"
 
@@ -27,4 +28,6 @@ __all__ = [
     "ppl",
     "ppl_distances",
     "set_default_impl",
+    "spectra",
+    "spectrum",
 ]

@@ -89,6 +89,77 @@ def _cmd_linear_gaussian(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def _cmd_spectrum(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "spectrum", help="spectra of the latent metric M = JᵀJ over many latent points (SPEC §5)"
+    )
+    p.add_argument(
+        "--generator",
+        required=True,
+        metavar="MODULE:ATTR",
+        help="a generator object (mapping/synthesis) or a zero-argument factory returning one",
+    )
+    p.add_argument("--points", type=int, default=1000, help="number of latent points (default: 1000)")
+    p.add_argument("--k", type=int, default=32, help="top eigenvalues per point; 0 = all (default: 32)")
+    p.add_argument(
+        "--distance", default="l2", help="l2, lpips-vgg16, lpips-alex, lpips-squeeze (default: l2)"
+    )
+    p.add_argument("--space", default="z", choices=["z", "w", "w+"])
+    p.add_argument("--method", default="auto", choices=["auto", "full", "randomized", "lanczos"])
+    p.add_argument("--tol", type=float, default=1e-3, help="relative residual tolerance (default: 1e-3)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "fp16", "bf16"])
+    p.add_argument("--device", default=None, help="default: the generator's")
+    p.add_argument("--checkpoint", default=None, metavar="PATH", help="resume from / write to PATH")
+    p.add_argument("--eigenvectors", action="store_true", help="store the eigenvectors (for the alignment)")
+    p.add_argument(
+        "--json", metavar="PATH", default=None, help="write the per-point rows and aggregate to PATH"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+    def run(args: argparse.Namespace) -> int:
+        from tangentlens import spectra
+
+        try:
+            obj = _load_generator(args.generator)
+            if hasattr(obj, "eval"):
+                obj.eval()
+            if args.device is not None and hasattr(obj, "to"):
+                obj = obj.to(args.device)
+            res = spectra.scan(
+                obj,
+                args.points,
+                args.seed,
+                k=args.k or None,
+                distance=args.distance,
+                space=args.space,
+                method=args.method,
+                tol=args.tol,
+                batch_size=args.batch_size,
+                precision=args.precision,
+                checkpoint=args.checkpoint,
+                store_eigenvectors=args.eigenvectors,
+                progress=not args.no_progress,
+                device=args.device,
+            )
+        except (ValueError, TypeError) as err:
+            print(f"tangentlens spectrum: {err}", file=sys.stderr)
+            return 2
+        agg = res.aggregate()
+        summary = {
+            name: {key: agg[name][key] for key in ("mean", "std", "q05", "q50", "q95")}
+            for name in sorted(agg)
+            if name != "eigenvalues"
+        }
+        print(json.dumps({"points": res.num_points, "seconds": res.seconds, "stats": summary}, indent=1))
+        if args.json:
+            res.to_json(args.json)
+        return 0
+
+    p.set_defaults(run=run)
+
+
 # Registration order = order in --help. Add new commands here.
 def _load_generator(spec: str, *, key: str = "G_ema", allow_unsafe_pickle: bool = False) -> object:
     """A generator from ``file.pkl`` (NVIDIA StyleGAN2-ADA, read without running its code unless
@@ -111,17 +182,20 @@ def _load_generator(spec: str, *, key: str = "G_ema", allow_unsafe_pickle: bool 
     if mod_name.endswith(".py"):
         path = Path(mod_name)
         if not path.is_file():
-            raise SystemExit(f"--generator: no such file {str(path)!r}")
+            raise ValueError(f"--generator: no such file {str(path)!r}")
         loader = importlib.util.spec_from_file_location(path.stem, path)
         assert loader is not None and loader.loader is not None
         module = importlib.util.module_from_spec(loader)
         loader.loader.exec_module(module)
     else:
-        module = importlib.import_module(mod_name)
+        try:
+            module = importlib.import_module(mod_name)
+        except ImportError as exc:
+            raise ValueError(f"--generator: cannot import module {mod_name!r} of {spec!r}: {exc}") from exc
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise SystemExit(f"--generator: {mod_name!r} has no attribute {attr!r}")
+            raise ValueError(f"--generator: {mod_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if inspect.isclass(obj):
         return obj()
@@ -174,7 +248,13 @@ def _cmd_ppl(sub: argparse._SubParsersAction) -> None:
         from tangentlens.generators import as_generator
         from tangentlens.ppl import ppl
 
-        G = _load_generator(args.generator, key=args.pkl_key, allow_unsafe_pickle=args.allow_unsafe_pickle)
+        try:
+            G = _load_generator(
+                args.generator, key=args.pkl_key, allow_unsafe_pickle=args.allow_unsafe_pickle
+            )
+        except ValueError as err:
+            print(f"tangentlens ppl: {err}", file=sys.stderr)
+            return 2
         if args.z_dim is not None or args.output_range is not None:
             G = as_generator(G, z_dim=args.z_dim, output_range=args.output_range)
         result = ppl(
@@ -206,7 +286,12 @@ def _cmd_ppl(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_cmd_info, _cmd_linear_gaussian, _cmd_ppl]
+_COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _cmd_info,
+    _cmd_linear_gaussian,
+    _cmd_ppl,
+    _cmd_spectrum,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,1169 @@
+"""Spectra of the latent metric tensor ``M(z) = JᵀJ`` of ``F = φ ∘ G`` (SPEC 1, 2, 5).
+
+``spectrum(G, z)`` returns eigenvalues, eigenvectors and residual error bounds of M at a batch of points:
+
+- ``method="full"``: all d directions at once. J as the D×d block of ``tangentlens.jvp`` with the d basis
+  tangents (for LPIPS the Gram ``<J e_i, J e_j>`` straight from ``LPIPS.tangent_norms(gram=True)``), Gram
+  in float64 and ``eigh`` (``via="gram"``), or the SVD of J itself (``via="svd"``, small eigenvalues
+  without squaring the condition number);
+- ``method="randomized"`` (block subspace iteration) and ``"lanczos"`` (block Krylov with full
+  reorthogonalisation): top-k from batched products ``M V = Jᵀ(J V)``, J V by forward mode, Jᵀ U by one
+  reverse pass over the batch replicated per column. Rayleigh-Ritz uses the exact images ``M Q`` of the
+  basis, so the bound ``|M v - λ v|`` reported per eigenpair is the true residual; points stop
+  independently once their top-k residuals are below ``tol · λ`` (results do not depend on the batch).
+
+``trace`` (Hutchinson / Hutch++) and ``off_diagonal_energy`` estimate ``tr M`` and ``Σ_{i≠j} M_ij²`` from
+``|J u|²`` (JVPs only, except Hutch++'s sketch), with standard errors. ``Spectrum.stats()`` computes the
+SPEC 5 statistics per point, ``aggregate`` and ``consistency`` summarise them over points, and ``scan``
+streams them over many latent points drawn from the counter-based sampler (resumable, batch invariant).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from tangentlens import ops
+from tangentlens.jvp import _precision
+from tangentlens.jvp import jvp as _jvp
+from tangentlens.lpips import LPIPS
+from tangentlens.reference.lpips import normalization_tangent
+
+__all__ = [
+    "Estimate",
+    "ScanResult",
+    "Spectrum",
+    "aggregate",
+    "consistency",
+    "grassmann_distance",
+    "off_diagonal_energy",
+    "scan",
+    "spectrum",
+    "stats",
+    "trace",
+]
+
+Space = Literal["z", "w", "w+"]
+Method = Literal["auto", "full", "randomized", "lanczos"]
+Via = Literal["gram", "svd"]
+Precision = Literal["fp32", "tf32", "fp16", "bf16"]
+
+# Counter streams of ops.philox_normal (row = the point's index): latents, start blocks, probes.
+STREAM_LATENT, STREAM_START, STREAM_PROBE, STREAM_DIRECTIONS = 0, 1, 2, 3
+TRACE_FRACTIONS = (0.99, 0.999, 0.9999)
+
+
+# ---- argument checks -----------------------------------------------------------------------------------
+
+
+def _check_int(value: object, name: str, lo: int, hi: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        rng = f"an int >= {lo}" if hi is None else f"an int in [{lo}, {hi}]"
+        raise ValueError(f"{name}: expected {rng}, got {value!r}")
+    return value
+
+
+def _check_choice(value: object, name: str, choices: Sequence[str]) -> str:
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _check_positive(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) < math.inf:
+        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
+    return float(value)
+
+
+# ---- the operator: F, J V, Jᵀ U and Grams at a batch of points -----------------------------------------
+
+
+def _is_generator(obj: object) -> bool:
+    return hasattr(obj, "mapping") and hasattr(obj, "synthesis")
+
+
+class _SpaceGenerator:
+    """A StyleGAN-like generator seen as a function of z, w (broadcast to all ws) or w+ (flattened ws),
+    with constant noise; ``forward_jvp`` uses the generator's stacked forward rules where it has them
+    (tangentlens.jvp falls back to torch.func when it raises NotImplementedError). Holds the generator
+    weakly: instances are cached per generator."""
+
+    def __init__(self, G: nn.Module, space: str) -> None:
+        self._G = weakref.ref(G)
+        self.space = space
+        syn = G.synthesis
+        self.num_ws = int(getattr(G, "num_ws", getattr(syn, "num_ws", 0)))
+        self.w_dim = int(getattr(G, "w_dim", getattr(syn, "w_dim", 0)))
+        self.z_dim = int(getattr(G, "z_dim", getattr(G.mapping, "z_dim", 0)))
+        if space != "z" and (self.num_ws < 1 or self.w_dim < 1):
+            raise ValueError(
+                f"space: {space!r} needs a generator with num_ws and w_dim attributes, got "
+                f"num_ws={self.num_ws}, w_dim={self.w_dim}"
+            )
+        self.dim = {"z": self.z_dim, "w": self.w_dim, "w+": self.num_ws * self.w_dim}[space]
+
+    @property
+    def G(self) -> nn.Module:
+        G = self._G()
+        assert G is not None
+        return G
+
+    def _ws(self, x: torch.Tensor) -> torch.Tensor:
+        if self.space == "w":
+            return x[:, None].expand(-1, self.num_ws, -1)
+        return x.reshape(x.shape[0], self.num_ws, self.w_dim)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        G = self.G
+        ws = G.mapping(x, None) if self.space == "z" else self._ws(x)
+        return G.synthesis(ws, noise_mode="const")
+
+    def forward_jvp(self, x: torch.Tensor, tx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        G = self.G
+        if self.space == "z":
+            if not hasattr(G, "forward_jvp"):
+                raise NotImplementedError("generator without forward_jvp")
+            return G.forward_jvp(x, tx)
+        if not hasattr(G.synthesis, "forward_jvp"):
+            raise NotImplementedError("synthesis network without forward_jvp")
+        if self.space == "w":
+            tws = tx[:, :, None].expand(-1, -1, self.num_ws, -1)
+        else:
+            tws = tx.reshape(*tx.shape[:2], self.num_ws, self.w_dim)
+        return G.synthesis.forward_jvp(self._ws(x), tws, noise_mode="const")
+
+
+_space_cache: weakref.WeakKeyDictionary[nn.Module, dict[str, _SpaceGenerator]] = weakref.WeakKeyDictionary()
+
+
+def _space_generator(G: nn.Module, space: str) -> _SpaceGenerator:
+    try:
+        per = _space_cache.setdefault(G, {})
+    except TypeError:
+        per = {}
+    if space not in per:
+        per[space] = _SpaceGenerator(G, space)
+    return per[space]
+
+
+def _lpips_embed_jvp(lp: LPIPS, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Tangents [N, K, F] of ``lp.embed`` at images x along v [N, K, 3, H, W]: the trunk's stacked pass
+    (as in ``LPIPS.tangent_norms``) and the normalisation tangent of SPEC 3, else torch.func."""
+    mode = ops._eps_mode(lp.eps_mode)
+    try:
+        tscale = lp.scale.to(v.dtype).unsqueeze(1) * (127.5 if lp.input_range == "0_255" else 1.0)
+        with torch.no_grad():
+            taps = lp.trunk.forward_stacked(torch.cat([lp._prepare(x).unsqueeze(1), v / tscale], dim=1))
+    except NotImplementedError:  # trunks without stacked rules (SqueezeNet)
+        return _jvp(lp.embed, x, v, chunk_size=v.shape[1])[1].flatten(2)
+    parts = []
+    for f, w in zip(taps, lp.linear_weights, strict=True):
+        f0, t = f[:, 0], f[:, 1:]
+        scale = torch.sqrt(w.to(f.dtype) / (f.shape[-1] * f.shape[-2])).reshape(1, 1, -1, 1, 1)
+        parts.append((scale * normalization_tangent(f0, t, lp.eps, mode)).flatten(2))
+    return torch.cat(parts, dim=2)
+
+
+def _distance_name(distance: object) -> str:
+    if distance is None or isinstance(distance, str):
+        return str(distance)
+    if isinstance(distance, LPIPS):
+        return f"LPIPS({distance.net}, eps_mode={distance.eps_mode})"
+    return type(distance).__name__
+
+
+class _Operator:
+    """Products with J (D×d) of F = φ ∘ g at points x [B, d]: g is the generator in its space (or the
+    user's function), φ the distance's embedding (None: identity)."""
+
+    def __init__(
+        self,
+        fn_or_generator: object,
+        distance: object,
+        space: str,
+        precision: str,
+        chunk_size: int | None,
+    ) -> None:
+        _check_choice(space, "space", ("z", "w", "w+"))
+        _check_choice(precision, "precision", ("fp32", "tf32", "fp16", "bf16"))
+        if chunk_size is not None:
+            _check_int(chunk_size, "chunk_size", 1)
+        self.precision, self.chunk_size = precision, chunk_size
+        self.dim: int | None = None
+        if _is_generator(fn_or_generator):
+            gen = _space_generator(fn_or_generator, space)  # type: ignore[arg-type]
+            self.gen: Callable = gen
+            self.dim = gen.dim
+        elif callable(fn_or_generator):
+            if space != "z":
+                raise ValueError(
+                    f"space: {space!r} needs a generator with mapping/synthesis, got a "
+                    f"{type(fn_or_generator).__name__}; use space='z' (the function's own input)"
+                )
+            self.gen = fn_or_generator
+        else:
+            raise TypeError(
+                "fn_or_generator: expected a generator with mapping/synthesis or a callable z -> tensor, "
+                f"got {type(fn_or_generator).__name__}"
+            )
+        if isinstance(distance, str) and distance != "l2":
+            from tangentlens.distances import make_distance
+
+            distance = make_distance(distance)
+        self.lpips: LPIPS | None = distance if isinstance(distance, LPIPS) else None
+        self.embed: Callable[[torch.Tensor], torch.Tensor] | None = None
+        if distance is None or distance == "l2" or type(distance).__name__ == "L2Distance":
+            self.embed = None
+        elif hasattr(distance, "embed") and callable(distance.embed):
+            self.embed = distance.embed
+        else:
+            raise TypeError(
+                "distance: expected None, 'l2', an LPIPS name or a module with embed(x) -> [N, F] "
+                f"(a squared Euclidean distance of an embedding), got {type(distance).__name__}"
+            )
+        self.distance_name = _distance_name(distance)
+
+    def check_points(self, z: object, name: str = "z") -> torch.Tensor:
+        if not isinstance(z, torch.Tensor):
+            raise TypeError(f"{name}: expected a tensor [B, d], got {type(z).__name__}")
+        if not z.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point tensor, got {z.dtype}")
+        if isinstance(self.gen, _SpaceGenerator) and self.gen.space == "w+" and z.dim() == 3:
+            z = z.flatten(1)
+        if z.dim() != 2 or z.shape[0] < 1:
+            raise ValueError(f"{name}: expected points [B, d] with B >= 1, got shape {tuple(z.shape)}")
+        if self.dim is not None and z.shape[1] != self.dim:
+            space = self.gen.space if isinstance(self.gen, _SpaceGenerator) else "z"
+            raise ValueError(f"{name}: expected [B, {self.dim}] for space {space!r}, got {tuple(z.shape)}")
+        if not torch.isfinite(z).all():
+            raise ValueError(f"{name}: expected finite values, got NaN or inf")
+        return z.detach().contiguous()
+
+    # F itself (reverse mode goes through it)
+    def F(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.gen(x)
+        return (out if self.embed is None else self.embed(out)).flatten(1)
+
+    def _image_jvp(self, x: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return _jvp(self.gen, x, V.to(x.dtype), chunk_size=self.chunk_size, precision=self.precision)  # type: ignore[return-value]
+
+    def jv(self, x: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        """J v for V [B, k, d] -> [B, k, D] (x's dtype)."""
+        img, timg = self._image_jvp(x, V)
+        if self.embed is None:
+            return timg.flatten(2)
+        chunk = self.chunk_size or timg.shape[1]
+        outs = []
+        with _precision(self.precision, x.device):  # type: ignore[arg-type]
+            for s in range(0, timg.shape[1], chunk):
+                t = timg[:, s : s + chunk].contiguous()
+                if self.lpips is not None:
+                    outs.append(_lpips_embed_jvp(self.lpips, img, t))
+                else:
+                    outs.append(_jvp(self.embed, img, t, chunk_size=t.shape[1])[1].flatten(2))
+        return torch.cat(outs, dim=1)
+
+    def gram(self, x: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        """<J v_i, J v_j> [B, k, k] in float64."""
+        k = V.shape[1]
+        if self.lpips is not None and (self.chunk_size is None or self.chunk_size >= k):
+            img, timg = self._image_jvp(x, V)
+            with _precision(self.precision, x.device):  # type: ignore[arg-type]
+                return self.lpips.tangent_norms(img, timg, gram=True).double()
+        E = self.jv(x, V).double()
+        return E @ E.transpose(1, 2)
+
+    def sqnorms(self, x: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        """|J v|² [B, k] in float64 (LPIPS: the fused tangent-norm kernel)."""
+        if self.lpips is not None:
+            img, timg = self._image_jvp(x, V)
+            chunk = self.chunk_size or timg.shape[1]
+            with _precision(self.precision, x.device):  # type: ignore[arg-type]
+                parts = [
+                    self.lpips.tangent_norms(img, timg[:, s : s + chunk].contiguous()).double()
+                    for s in range(0, timg.shape[1], chunk)
+                ]
+            return torch.cat(parts, dim=1)
+        return self.jv(x, V).double().square().sum(-1)
+
+    def jtu(self, x: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
+        """Jᵀ u for U [B, k, D] -> [B, k, d]: one reverse pass over the points replicated k times (the
+        generator's per-sample ops make the copies independent; torch.func.vmap over vjp does not pass
+        through modules that call requires_grad_)."""
+        B, k = U.shape[:2]
+        chunk = self.chunk_size or k
+        outs = []
+        for s in range(0, k, chunk):
+            kc = min(chunk, k - s)
+            xr = x.detach().repeat_interleave(kc, dim=0).requires_grad_(True)
+            with torch.enable_grad(), _precision(self.precision, x.device):  # type: ignore[arg-type]
+                out = self.F(xr)
+                (g,) = torch.autograd.grad(out, xr, U[:, s : s + kc].reshape(B * kc, -1).to(out.dtype))
+            outs.append(g.reshape(B, kc, -1))
+        return torch.cat(outs, dim=1)
+
+    def mv(self, x: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
+        """M v = Jᵀ(J v) for V [B, k, d] -> [B, k, d] float64."""
+        return self.jtu(x, self.jv(x, V)).double()
+
+
+# ---- the Spectrum ------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Spectrum:
+    """Eigen-decomposition of ``M(z) = JᵀJ`` at B points.
+
+    ``eigenvalues [B, k]`` (descending, float64), ``eigenvectors [B, d, k]`` (columns, float64),
+    ``error_bounds [B, k]``: the residual norms ``|M v - λ v|`` (there is an eigenvalue of M within this
+    distance of λ; 0 for ``method="full"``, exact up to rounding), ``metric``: the full ``M [B, d, d]`` when
+    it was computed (``method="full"``), else None. ``products``: J-products spent per point (JVPs + VJPs).
+    """
+
+    eigenvalues: torch.Tensor
+    eigenvectors: torch.Tensor
+    error_bounds: torch.Tensor
+    method: str
+    metric: torch.Tensor | None = None
+    products: int = 0
+    iterations: torch.Tensor | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        return self.eigenvalues.shape[0]
+
+    @property
+    def dim(self) -> int:
+        return self.eigenvectors.shape[1]
+
+    @property
+    def k(self) -> int:
+        return self.eigenvalues.shape[1]
+
+    @property
+    def complete(self) -> bool:
+        """All d eigenvalues are known (the spectral statistics are exact)."""
+        return self.k == self.dim
+
+    @classmethod
+    def from_metric(cls, M: torch.Tensor, k: int | None = None) -> Spectrum:
+        """The spectrum of given symmetric PSD matrices ``M [B, d, d]`` (e.g. a closed form)."""
+        if not isinstance(M, torch.Tensor) or M.dim() != 3 or M.shape[1] != M.shape[2]:
+            raise ValueError(
+                f"M: expected [B, d, d], got {tuple(getattr(M, 'shape', ())) or type(M).__name__}"
+            )
+        M = M.detach().double()
+        M = 0.5 * (M + M.transpose(1, 2))
+        lam, V = _eigh_desc(M)
+        k = M.shape[1] if k is None else _check_int(k, "k", 1, M.shape[1])
+        return cls(lam[:, :k], V[:, :, :k], torch.zeros_like(lam[:, :k]), "full", metric=M)
+
+    def stats(self, *, rel_floor: float = 1e-12) -> dict[str, torch.Tensor]:
+        """SPEC 5 statistics per point (dict of float64 tensors [B]); see :func:`stats`."""
+        return stats(self, rel_floor=rel_floor)
+
+    def quadratic_forms(self, v: torch.Tensor) -> torch.Tensor:
+        """``vᵀ M v`` [B, n] for directions v [n, d]: exact from M when it is kept, else from the k computed
+        eigenpairs (a lower bound: the rest of the spectrum is missing)."""
+        if not isinstance(v, torch.Tensor) or v.dim() != 2 or v.shape[1] != self.dim:
+            raise ValueError(f"v: expected [n, {self.dim}], got {tuple(getattr(v, 'shape', ()))}")
+        v = v.double().to(self.eigenvalues.device)
+        if self.metric is not None:
+            return torch.einsum("nd,bde,ne->bn", v, self.metric, v)
+        proj = torch.einsum("nd,bdk->bnk", v, self.eigenvectors)
+        return (proj.square() * self.eigenvalues[:, None]).sum(-1)
+
+    def __getitem__(self, idx: int | slice) -> Spectrum:
+        sl = slice(idx, idx + 1) if isinstance(idx, int) else idx
+        return Spectrum(
+            self.eigenvalues[sl],
+            self.eigenvectors[sl],
+            self.error_bounds[sl],
+            self.method,
+            None if self.metric is None else self.metric[sl],
+            self.products,
+            None if self.iterations is None else self.iterations[sl],
+            dict(self.info),
+        )
+
+
+def _eigh_desc(M: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    lam, V = torch.linalg.eigh(M)
+    return lam.flip(-1), V.flip(-1)
+
+
+def _orth(Y: torch.Tensor) -> torch.Tensor:
+    """Orthonormal columns spanning Y [B, d, m] (float64 QR)."""
+    return torch.linalg.qr(Y, mode="reduced")[0]
+
+
+def _rayleigh_ritz(
+    Q: torch.Tensor, MQ: torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k Ritz pairs of M on span(Q) from the exact images MQ, and their residual norms |Mv - λv|."""
+    T = Q.transpose(1, 2) @ MQ
+    lam, S = _eigh_desc(0.5 * (T + T.transpose(1, 2)))
+    lam, S = lam[:, :k], S[:, :, :k]
+    V = Q @ S
+    R = MQ @ S - V * lam[:, None]
+    return lam, V, R.norm(dim=1)
+
+
+def _start_block(
+    B: int, d: int, b: int, seed: int, first_index: int, init: object, device: torch.device
+) -> torch.Tensor:
+    """Starting block [B, d, b]: the warm-start vectors first, then Gaussian columns whose values depend only
+    on (seed, point index)."""
+    g = ops.philox_normal(seed, first_index, B, d * b, stream=STREAM_START, dtype=torch.float64)
+    Om = g.reshape(B, b, d).transpose(1, 2).to(device)
+    if init is not None:
+        V0 = init.eigenvectors if isinstance(init, Spectrum) else init
+        if not isinstance(V0, torch.Tensor) or V0.dim() != 3 or V0.shape[0] != B or V0.shape[1] != d:
+            got = tuple(V0.shape) if isinstance(V0, torch.Tensor) else type(V0).__name__
+            raise ValueError(f"init: expected a Spectrum or eigenvectors [{B}, {d}, k0], got {got}")
+        m = min(V0.shape[2], b)
+        Om = torch.cat([V0[:, :, :m].to(device, torch.float64), Om[:, :, m:]], dim=2)
+    return Om
+
+
+def _converged(lam: torch.Tensor, R: torch.Tensor, tol: float) -> torch.Tensor:
+    # relative to each eigenvalue, with an absolute floor at the top eigenvalue's rounding level
+    scale = torch.maximum(lam.abs(), lam[:, :1].abs() * 1e-12)
+    return (R <= tol * scale).all(dim=1)
+
+
+def _iterate(
+    op: _Operator,
+    x: torch.Tensor,
+    k: int,
+    b: int,
+    method: str,
+    iters: int,
+    tol: float,
+    Om: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Top-k of M at each point by subspace iteration ("randomized") or block Krylov ("lanczos"). Each point
+    is frozen at the iteration where its top-k residuals met tol, so its result does not depend on the
+    other points of the batch."""
+    B, d = x.shape
+    lam_out = torch.zeros(B, k, dtype=torch.float64, device=x.device)
+    V_out = torch.zeros(B, d, k, dtype=torch.float64, device=x.device)
+    R_out = torch.full((B, k), math.inf, dtype=torch.float64, device=x.device)
+    its = torch.zeros(B, dtype=torch.int64, device=x.device)
+    active = torch.ones(B, dtype=torch.bool, device=x.device)
+    Q = _orth(Om)
+    basis: list[torch.Tensor] = []  # lanczos: the Krylov blocks and their images
+    images: list[torch.Tensor] = []
+    products = 0
+    for it in range(iters):
+        idx = active.nonzero().squeeze(1)
+        Y = torch.zeros_like(Q)
+        Y[idx] = op.mv(x[idx], Q[idx].transpose(1, 2)).transpose(1, 2)
+        products += 2 * Q.shape[2]
+        if method == "lanczos":
+            basis.append(Q)
+            images.append(Y)
+            K, MK = torch.cat(basis, dim=2), torch.cat(images, dim=2)
+        else:
+            K, MK = Q, Y
+        lam, V, R = _rayleigh_ritz(K[idx], MK[idx], k)
+        lam_out[idx], V_out[idx], R_out[idx] = lam, V, R
+        its[idx] = it + 1
+        done = _converged(lam, R, tol)
+        active[idx[done]] = False
+        m = K.shape[2]
+        if not active.any() or (method == "lanczos" and m >= d):
+            break
+        if method == "lanczos":
+            # next block: M Q_last orthogonalised against the whole basis (twice: classical Gram-Schmidt
+            # loses orthogonality once the Krylov space nearly closes); no more columns than d allows
+            W = Y - K @ (K.transpose(1, 2) @ Y)
+            W = W - K @ (K.transpose(1, 2) @ W)
+            Q = _orth(W[:, :, : min(b, d - m)])
+            Q = _orth(Q - K @ (K.transpose(1, 2) @ Q))
+        else:
+            Q = _orth(Y)
+    return lam_out, V_out, R_out, its, products
+
+
+def spectrum(
+    fn_or_generator: object,
+    z: torch.Tensor,
+    *,
+    distance: object = None,
+    space: Space = "z",
+    k: int | None = None,
+    method: Method = "auto",
+    via: Via = "gram",
+    oversample: int = 10,
+    iters: int | None = None,
+    tol: float = 1e-3,
+    precision: Precision = "fp32",
+    chunk_size: int | None = None,
+    seed: int = 0,
+    init: Spectrum | torch.Tensor | None = None,
+    first_index: int = 0,
+) -> Spectrum:
+    """Eigenvalues and eigenvectors of ``M(z) = JᵀJ`` for F = φ ∘ G at points ``z [B, d]``.
+
+    Args:
+        fn_or_generator: a StyleGAN-like generator (``mapping``/``synthesis``; its JVPs use the stacked
+            forward rules where it has them) or a callable ``z -> tensor`` (then ``space="z"``).
+        z: points ``[B, d]``: latents for ``space="z"``, w ``[B, w_dim]`` for ``"w"`` (broadcast to all
+            num_ws), ``[B, num_ws * w_dim]`` (or ``[B, num_ws, w_dim]``) for ``"w+"``. Its dtype is the
+            compute dtype of the products; the decompositions run in float64.
+        distance: None or ``"l2"`` (pixels / the function's output), an :class:`LPIPS` (or a name for
+            ``make_distance``), or any module with ``embed(x) -> [N, F]``.
+        k: eigenpairs to return (None: all d).
+        method: ``"full"`` (d JVPs), ``"randomized"`` (block subspace iteration), ``"lanczos"`` (block
+            Krylov); ``"auto"``: full when d <= 12 (k + oversample) (cheaper than the ~4 blocks of
+            M products a Krylov run needs, each about 3 JVPs), else lanczos.
+        via: full method: ``"gram"`` (eigh of the float64 Gram) or ``"svd"`` (SVD of the D×d Jacobian
+            block, for the small eigenvalues: the condition number is not squared).
+        oversample: extra columns of the block (block size k + oversample).
+        iters: maximum iterations (default 30 for randomized, until the Krylov space fills R^d for
+            lanczos).
+        tol: a point stops when every top-k residual is below ``tol · λ_j`` (a relative error bound).
+        precision, chunk_size: passed to :func:`tangentlens.jvp` (chunk_size also splits the reverse
+            passes and the LPIPS products).
+        seed, first_index: the random start block of point b is row ``first_index + b`` of the
+            counter-based generator (results do not depend on the batch composition).
+        init: warm start: a previous :class:`Spectrum` (or eigenvectors ``[B, d, k0]``) at nearby points.
+    """
+    op = _Operator(fn_or_generator, distance, space, precision, chunk_size)
+    x = op.check_points(z)
+    B, d = x.shape
+    k = d if k is None else _check_int(k, "k", 1, d)
+    _check_choice(method, "method", ("auto", "full", "randomized", "lanczos"))
+    _check_choice(via, "via", ("gram", "svd"))
+    _check_int(oversample, "oversample", 0)
+    ops.check_u64(seed, "seed")
+    ops.check_u64(first_index, "first_index")
+    tol = _check_positive(tol, "tol")
+    if method == "auto":
+        # one M v (a JVP and a replicated reverse pass) costs about 3 JVPs and block Krylov needs about
+        # 4 blocks of k + oversample: below ~12 (k + oversample) directions the d JVPs of "full" are cheaper
+        method = "full" if d <= 12 * (k + oversample) else "lanczos"
+    if method == "full":
+        if init is not None:
+            raise ValueError(
+                "init: a warm start applies to method='randomized' or 'lanczos', got method='full'"
+            )
+        return _full(op, x, k, via)
+    if iters is None:
+        iters = 30 if method == "randomized" else d
+    _check_int(iters, "iters", 1)
+    b = min(d, k + oversample)
+    Om = _start_block(B, d, b, seed, first_index, init, x.device)
+    lam, V, R, its, products = _iterate(op, x, k, b, method, iters, tol, Om)
+    if not (torch.isfinite(lam).all() and torch.isfinite(V).all()):
+        raise FloatingPointError("spectrum: non-finite eigenpairs (the products J v / Jᵀ u overflowed)")
+    return Spectrum(
+        lam,
+        V,
+        R,
+        method,
+        products=products,
+        iterations=its,
+        info={"block_size": b, "tol": tol, "converged": bool(_converged(lam, R, tol).all())},
+    )
+
+
+def _full(op: _Operator, x: torch.Tensor, k: int, via: str) -> Spectrum:
+    B, d = x.shape
+    basis = torch.eye(d, dtype=x.dtype, device=x.device).expand(B, d, d)
+    if via == "svd":
+        J = op.jv(x, basis).double().transpose(1, 2)  # [B, D, d]
+        _, s, Vh = torch.linalg.svd(J, full_matrices=False)
+        lam, V = s.square(), Vh.transpose(1, 2)
+        M = J.transpose(1, 2) @ J
+    else:
+        M = op.gram(x, basis)
+        M = 0.5 * (M + M.transpose(1, 2))
+        lam, V = _eigh_desc(M)
+    if not torch.isfinite(M).all():
+        raise FloatingPointError("spectrum: the metric M has non-finite entries (J v overflowed)")
+    return Spectrum(
+        lam[:, :k],
+        V[:, :, :k],
+        torch.zeros(B, k, dtype=torch.float64, device=x.device),
+        "full",
+        metric=M,
+        products=d,
+        info={"via": via},
+    )
+
+
+# ---- statistics (SPEC 5) ---------------------------------------------------------------------------------
+
+
+def stats(spec: Spectrum, *, rel_floor: float = 1e-12) -> dict[str, torch.Tensor]:
+    """SPEC 5 statistics per point, as float64 tensors [B].
+
+    With λ the eigenvalues (floored at ``rel_floor · λ_1`` where a logarithm or a ratio needs it):
+    ``trace`` Σλ, ``log_det`` Σ log λ, ``condition_number`` λ_1/λ_d, ``participation_ratio`` (Σλ)²/Σλ²,
+    ``entropy_rank`` exp(H(λ/Σλ)), ``dims_99`` / ``dims_99.9`` / ``dims_99.99`` (fewest eigenvalues
+    holding that fraction of the trace), ``alignment_distance`` ‖|V| − P‖_F to the best permutation P
+    (Hungarian on |V|), ``alignment_max`` mean over latent axes of max_j |V_ij|, and with M kept
+    (method "full") ``column_orthogonality`` ½(log det diag M − log det M) and ``off_diagonal_energy``
+    Σ_{i≠j} M_ij² / Σ_ij M_ij². For a partial spectrum (k < d) the spectral statistics are those of the
+    rank-k part (trace, participation ratio, entropy rank, dims over the k computed eigenvalues), the
+    alignment is over its k eigenvectors (``alignment_max``: mean over them of their largest coordinate),
+    and log_det, condition_number and the column statistics, which need all of M, are left out.
+    """
+    rel_floor = _check_positive(rel_floor, "rel_floor")
+    lam = spec.eigenvalues.double()
+    lam = lam.clamp_min(0.0)  # PSD: negative values are rounding
+    top = lam[:, :1].clamp_min(torch.finfo(torch.float64).tiny)
+    floor = top * rel_floor
+    tr = lam.sum(1)
+    safe_tr = tr.clamp_min(torch.finfo(torch.float64).tiny)
+    p = lam / safe_tr[:, None]
+    out: dict[str, torch.Tensor] = {
+        "trace": tr,
+        "participation_ratio": tr.square() / lam.square().sum(1).clamp_min(torch.finfo(torch.float64).tiny),
+        "entropy_rank": torch.exp(
+            -torch.where(p > 0, p * p.clamp_min(1e-300).log(), torch.zeros_like(p)).sum(1)
+        ),
+    }
+    cum = lam.cumsum(1)
+    for q in TRACE_FRACTIONS:
+        # fewest eigenvalues holding a fraction q of the trace (relative slack for the rounding of cumsum)
+        out[f"dims_{100 * q:g}"] = (
+            ((cum < q * tr[:, None] * (1 - 1e-12)).sum(1) + 1).clamp_max(lam.shape[1]).double()
+        )
+    if spec.complete:
+        fl = torch.maximum(lam, floor)
+        out["log_det"] = fl.log().sum(1)
+        out["condition_number"] = lam[:, 0] / fl[:, -1]
+    a_dist, a_max = _alignment(spec.eigenvectors, spec.complete)
+    out["alignment_distance"], out["alignment_max"] = a_dist, a_max
+    if spec.metric is not None:
+        M = spec.metric.double()
+        diag = torch.diagonal(M, dim1=1, dim2=2).clamp_min(torch.finfo(torch.float64).tiny)
+        C = M / torch.sqrt(diag[:, :, None] * diag[:, None, :])
+        ev = torch.linalg.eigvalsh(0.5 * (C + C.transpose(1, 2)))
+        ev = torch.maximum(ev, ev[:, -1:].clamp_min(torch.finfo(torch.float64).tiny) * rel_floor)
+        # ½(log det diag M − log det M) = −½ log det C, C the correlation matrix (scale free)
+        out["column_orthogonality"] = (-0.5 * ev.log().sum(1)).clamp_min(0.0)
+        total = M.square().sum((1, 2))
+        off = total - torch.diagonal(M, dim1=1, dim2=2).square().sum(1)
+        out["off_diagonal_energy"] = off / total.clamp_min(torch.finfo(torch.float64).tiny)
+    for name, v in out.items():
+        if not torch.isfinite(v).all():
+            raise FloatingPointError(f"stats: {name} is not finite (eigenvalues {spec.eigenvalues.tolist()})")
+    return out
+
+
+def _alignment(V: torch.Tensor, complete: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    from scipy.optimize import linear_sum_assignment
+
+    A = V.detach().double().abs().cpu()
+    dist = torch.empty(A.shape[0], dtype=torch.float64)
+    for b in range(A.shape[0]):
+        rows, cols = linear_sum_assignment(A[b].numpy(), maximize=True)
+        P = torch.zeros_like(A[b])
+        P[torch.as_tensor(rows), torch.as_tensor(cols)] = 1.0
+        dist[b] = (A[b] - P).norm()
+    amax = A.amax(dim=2).mean(1) if complete else A.amax(dim=1).mean(1)
+    return dist.to(V.device), amax.to(V.device)
+
+
+# ---- aggregation and consistency over points ---------------------------------------------------------
+
+
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+
+
+def aggregate(per_point: Mapping[str, torch.Tensor]) -> dict[str, dict[str, Any]]:
+    """Mean, std (ddof 1), quantiles (5, 25, 50, 75, 95 %) and count over points of each statistic
+    (tensors [N] give floats; [N, k] tensors, e.g. eigenvalues, give lists over k)."""
+    if not isinstance(per_point, Mapping):
+        raise TypeError(f"per_point: expected a dict of tensors [N], got {type(per_point).__name__}")
+    out: dict[str, dict[str, Any]] = {}
+    for name, v in per_point.items():
+        if not isinstance(v, torch.Tensor) or v.dim() not in (1, 2) or v.shape[0] < 1:
+            got = tuple(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+            raise ValueError(f"per_point[{name!r}]: expected a tensor [N] or [N, k] with N >= 1, got {got}")
+        v = v.double()
+        q = torch.quantile(v, torch.tensor(QUANTILES, dtype=torch.float64), dim=0)
+
+        def py(t: torch.Tensor) -> Any:
+            return t.tolist()
+
+        out[name] = {
+            "mean": py(v.mean(0)),
+            "std": py(v.std(0) if v.shape[0] > 1 else torch.zeros_like(v[0])),
+            **{f"q{int(100 * p):02d}": py(q[i]) for i, p in enumerate(QUANTILES)},
+            "count": int(v.shape[0]),
+        }
+    return out
+
+
+def grassmann_distance(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """Grassmann (geodesic) distance ‖θ‖₂ between the column spans of orthonormal A, B [..., d, k], θ the
+    principal angles."""
+    s = torch.linalg.svdvals(A.double().transpose(-1, -2) @ B.double()).clamp(-1.0, 1.0)
+    return torch.arccos(s).norm(dim=-1)
+
+
+def consistency(
+    *,
+    quadratic_forms: torch.Tensor | None = None,
+    eigenvectors: torch.Tensor | None = None,
+    k: int | None = None,
+) -> dict[str, Any]:
+    """Cross-position consistency of the metric over N points.
+
+    ``quadratic_forms [N, n]``: ``vᵀ M(z_i) v`` for n fixed directions; gives ``qform_correlation`` [N, N]
+    (Pearson correlation over directions between points) and its mean over pairs. ``eigenvectors
+    [N, d, ≥k]``: gives ``grassmann`` [N, N] distances between the top-k subspaces and their mean over pairs
+    (0 = the same subspace everywhere; the maximum is sqrt(k)·π/2).
+    """
+    out: dict[str, Any] = {}
+    if quadratic_forms is None and eigenvectors is None:
+        raise ValueError("consistency: expected quadratic_forms and/or eigenvectors, got neither")
+    if quadratic_forms is not None:
+        q = quadratic_forms
+        if not isinstance(q, torch.Tensor) or q.dim() != 2 or q.shape[0] < 2 or q.shape[1] < 2:
+            got = tuple(q.shape) if isinstance(q, torch.Tensor) else type(q).__name__
+            raise ValueError(f"quadratic_forms: expected [N >= 2, n >= 2], got {got}")
+        c = torch.corrcoef(q.double())
+        iu = torch.triu_indices(c.shape[0], c.shape[0], 1)
+        out["qform_correlation"] = c
+        out["qform_correlation_mean"] = float(c[iu[0], iu[1]].mean())
+    if eigenvectors is not None:
+        V = eigenvectors
+        if not isinstance(V, torch.Tensor) or V.dim() != 3 or V.shape[0] < 2:
+            got = tuple(V.shape) if isinstance(V, torch.Tensor) else type(V).__name__
+            raise ValueError(f"eigenvectors: expected [N >= 2, d, k], got {got}")
+        k = V.shape[2] if k is None else _check_int(k, "k", 1, V.shape[2])
+        Vk = V[:, :, :k].double()
+        G = grassmann_distance(Vk[:, None], Vk[None, :])
+        iu = torch.triu_indices(G.shape[0], G.shape[0], 1)
+        out["grassmann"] = G
+        out["grassmann_mean"] = float(G[iu[0], iu[1]].mean())
+    return out
+
+
+# ---- trace and off-diagonal energy (JVP-only estimators) ------------------------------------------------
+
+
+@dataclass
+class Estimate:
+    """A stochastic estimate per point with its standard error (both float64 [B])."""
+
+    estimate: torch.Tensor
+    stderr: torch.Tensor
+    probes: int
+    method: str
+
+
+def _rademacher(seed: int, first_index: int, B: int, m: int, d: int, device: torch.device) -> torch.Tensor:
+    g = ops.philox_normal(seed, first_index, B, m * d, stream=STREAM_PROBE, dtype=torch.float64)
+    return torch.where(g >= 0, 1.0, -1.0).to(torch.float64).reshape(B, m, d).to(device)
+
+
+def trace(
+    fn_or_generator: object,
+    z: torch.Tensor,
+    *,
+    probes: int = 32,
+    method: Literal["hutchinson", "hutch++"] = "hutchinson",
+    distance: object = None,
+    space: Space = "z",
+    precision: Precision = "fp32",
+    chunk_size: int | None = None,
+    seed: int = 0,
+    first_index: int = 0,
+) -> Estimate:
+    """Stochastic ``tr M(z)`` with a standard error, per point.
+
+    ``"hutchinson"``: the mean of ``uᵀMu = |J u|²`` over Rademacher probes u (JVPs only; standard error
+    std/sqrt(probes)). ``"hutch++"`` (Meyer et al. 2021): a third of the probes sketch Q = orth(M S) (one
+    J and one Jᵀ product each), ``tr(QᵀMQ)`` is exact (|J Q|², JVPs), Hutchinson on the deflated
+    ``(I − QQᵀ) M (I − QQᵀ)`` with the last third; the standard error is that of the deflated part.
+    """
+    op = _Operator(fn_or_generator, distance, space, precision, chunk_size)
+    x = op.check_points(z)
+    _check_choice(method, "method", ("hutchinson", "hutch++"))
+    _check_int(probes, "probes", 2 if method == "hutchinson" else 6)
+    ops.check_u64(seed, "seed")
+    ops.check_u64(first_index, "first_index")
+    B, d = x.shape
+    U = _rademacher(seed, first_index, B, probes, d, x.device)
+    if method == "hutchinson":
+        q = op.sqnorms(x, U)
+        return Estimate(q.mean(1), q.std(1) / math.sqrt(probes), probes, method)
+    m3 = probes // 3
+    S, G = U[:, :m3], U[:, 2 * m3 :]  # sketch; the middle third's cost goes to tr(QᵀMQ)
+    Q = _orth(op.mv(x, S).transpose(1, 2))  # [B, d, m3]
+    top = op.sqnorms(x, Q.transpose(1, 2)).sum(1)
+    Gd = G - (G @ Q) @ Q.transpose(1, 2)
+    q = op.sqnorms(x, Gd)
+    n = q.shape[1]
+    return Estimate(top + q.mean(1), q.std(1) / math.sqrt(n), probes, method)
+
+
+def off_diagonal_energy(
+    fn_or_generator: object,
+    z: torch.Tensor,
+    *,
+    probes: int = 64,
+    distance: object = None,
+    space: Space = "z",
+    precision: Precision = "fp32",
+    chunk_size: int | None = None,
+    seed: int = 0,
+    first_index: int = 0,
+) -> Estimate:
+    """``Σ_{i≠j} M_ij² = ½ Var(xᵀ M x)`` for Rademacher x (SPEC 2), from ``|J x|²`` (JVPs only): half the
+    unbiased sample variance, with the standard error of a sample variance
+    ``sqrt((μ₄ − σ⁴ (n − 3)/(n − 1)) / n) / 2``."""
+    op = _Operator(fn_or_generator, distance, space, precision, chunk_size)
+    x = op.check_points(z)
+    _check_int(probes, "probes", 4)
+    ops.check_u64(seed, "seed")
+    ops.check_u64(first_index, "first_index")
+    B, d = x.shape
+    s = op.sqnorms(x, _rademacher(seed, first_index, B, probes, d, x.device))
+    n = probes
+    var = s.var(1)
+    mu4 = (s - s.mean(1, keepdim=True)).pow(4).mean(1)
+    se = torch.sqrt(((mu4 - var.square() * (n - 3) / (n - 1)) / n).clamp_min(0.0))
+    return Estimate(0.5 * var, 0.5 * se, probes, "rademacher")
+
+
+# ---- scan over many latent points -----------------------------------------------------------------------
+
+
+SCAN_FORMAT = "tangentlens-spectra-scan"
+
+
+def _fingerprint(obj: object) -> str:
+    """What identifies a model in a checkpoint's configuration: its class and a SHA-256 of its state."""
+    if obj is None or isinstance(obj, str):
+        return str(obj)
+    name = type(obj).__qualname__
+    if not isinstance(obj, nn.Module):
+        return name
+    h = hashlib.sha256()
+    for key, t in sorted(obj.state_dict().items()):
+        t = t.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{key}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return f"{name}:{h.hexdigest()[:16]}"
+
+
+@dataclass
+class ScanResult:
+    """Per-point rows of :func:`scan` (float64 tensors on the CPU, N = num_points).
+
+    ``eigenvalues`` / ``error_bounds`` [N, k], ``iterations`` [N], ``stats`` {name: [N]} (SPEC 5, see
+    :func:`stats`), ``quadratic_forms`` [N, n] (``vᵀ M v`` for n fixed random unit directions, exact),
+    ``eigenvectors`` [N, d, k] when ``store_eigenvectors=True``, ``config``: the arguments that determine
+    the rows.
+    """
+
+    config: dict[str, Any]
+    eigenvalues: torch.Tensor
+    error_bounds: torch.Tensor
+    iterations: torch.Tensor
+    stats: dict[str, torch.Tensor]
+    quadratic_forms: torch.Tensor
+    eigenvectors: torch.Tensor | None = None
+    resumed_from: int = 0
+    seconds: float = 0.0
+
+    @property
+    def num_points(self) -> int:
+        return self.eigenvalues.shape[0]
+
+    def aggregate(self) -> dict[str, dict[str, Any]]:
+        """:func:`aggregate` of the statistics and the eigenvalues over the points."""
+        return aggregate({**self.stats, "eigenvalues": self.eigenvalues})
+
+    def consistency(self, k: int | None = None) -> dict[str, Any]:
+        """:func:`consistency` over the points (Grassmann distances only with stored eigenvectors)."""
+        return consistency(
+            quadratic_forms=self.quadratic_forms if self.quadratic_forms.shape[1] >= 2 else None,
+            eigenvectors=self.eigenvectors,
+            k=k,
+        )
+
+    def _rows(self) -> dict[str, torch.Tensor]:
+        rows = {
+            "eigenvalues": self.eigenvalues,
+            "error_bounds": self.error_bounds,
+            "iterations": self.iterations,
+            "quadratic_forms": self.quadratic_forms,
+            **{f"stat.{k}": v for k, v in self.stats.items()},
+        }
+        if self.eigenvectors is not None:
+            rows["eigenvectors"] = self.eigenvectors
+        return rows
+
+    @classmethod
+    def _from_rows(
+        cls, config: dict[str, Any], rows: Mapping[str, torch.Tensor], resumed_from: int, seconds: float
+    ) -> ScanResult:
+        return cls(
+            config=dict(config),
+            eigenvalues=rows["eigenvalues"],
+            error_bounds=rows["error_bounds"],
+            iterations=rows["iterations"],
+            stats={k[5:]: v for k, v in rows.items() if k.startswith("stat.")},
+            quadratic_forms=rows["quadratic_forms"],
+            eigenvectors=rows.get("eigenvectors"),
+            resumed_from=resumed_from,
+            seconds=seconds,
+        )
+
+    def to_json(self, path: str | os.PathLike | None = None, *, indent: int | None = None) -> str:
+        """The rows and configuration as JSON (floats written exactly: ``from_json`` round-trips), plus the
+        aggregate for readers; written to ``path`` when given."""
+        doc = {
+            "format": SCAN_FORMAT,
+            "version": 1,
+            "config": self.config,
+            "num_points": self.num_points,
+            "resumed_from": self.resumed_from,
+            "seconds": self.seconds,
+            "rows": {
+                k: {"dtype": str(v.dtype).replace("torch.", ""), "data": v.tolist()}
+                for k, v in self._rows().items()
+            },
+            "aggregate": self.aggregate(),
+        }
+        text = json.dumps(doc, indent=indent)
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+    @classmethod
+    def from_json(cls, source: str | os.PathLike) -> ScanResult:
+        """A ScanResult from :meth:`to_json`'s text or a path to it."""
+        text = str(source)
+        if not text.lstrip().startswith("{"):
+            text = Path(source).read_text(encoding="utf-8")
+        doc = json.loads(text)
+        if not isinstance(doc, dict) or doc.get("format") != SCAN_FORMAT:
+            raise ValueError(
+                f"source: expected a {SCAN_FORMAT!r} JSON document, got format {doc.get('format')!r}"
+            )
+        rows = {k: torch.tensor(v["data"], dtype=getattr(torch, v["dtype"])) for k, v in doc["rows"].items()}
+        return cls._from_rows(doc["config"], rows, int(doc["resumed_from"]), float(doc["seconds"]))
+
+    def plot_eigenvalue_decay(
+        self,
+        ax: Any = None,
+        *,
+        bands: Sequence[tuple[float, float]] = ((0.05, 0.95), (0.25, 0.75)),
+        normalize: bool = False,
+    ) -> Any:
+        """Median eigenvalue λ_i against i (log scale) with quantile bands over the points; ``normalize``
+        divides each point's spectrum by its λ_1; values below 1e-16 λ_1 are drawn at that floor. Returns
+        the matplotlib axes."""
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(5, 3.5))
+        lam = self.eigenvalues.double()
+        # float64 rounding level: exact zeros (e.g. z's radial direction, which the mapping normalises
+        # away) would stretch the log axis over hundreds of decades
+        lam = torch.maximum(lam, lam[:, :1].clamp_min(torch.finfo(torch.float64).tiny) * 1e-16)
+        if normalize:
+            lam = lam / lam[:, :1]
+        i = torch.arange(1, lam.shape[1] + 1).numpy()
+        for lo, hi in bands:
+            q = torch.quantile(lam, torch.tensor([lo, hi], dtype=torch.float64), dim=0).numpy()
+            ax.fill_between(i, q[0], q[1], alpha=0.25, color="C0", lw=0, label=f"{100 * lo:g}-{100 * hi:g} %")
+        ax.plot(i, lam.median(0).values.numpy(), color="C0", lw=1.5, label="median")
+        ax.set_yscale("log")
+        ax.set_xlabel("index i")
+        ax.set_ylabel("λ_i / λ_1" if normalize else "eigenvalue λ_i of M")
+        ax.set_title(f"spectrum of M = JᵀJ over {self.num_points} points")
+        ax.legend(fontsize="small")
+        return ax
+
+    def plot_alignment(self, ax: Any = None, *, transpose: bool = False) -> Any:
+        """Heat map of the mean |V| over the points ([d latent axes, k eigenvectors], or |V|ᵀ): an
+        axis-aligned metric shows a permutation pattern. Needs ``store_eigenvectors=True``."""
+        import matplotlib.pyplot as plt
+
+        if self.eigenvectors is None:
+            raise ValueError(
+                "plot_alignment: expected a scan with eigenvectors, got none (run scan(..., "
+                "store_eigenvectors=True))"
+            )
+        if ax is None:
+            _, ax = plt.subplots(figsize=(4.5, 4))
+        A = self.eigenvectors.double().abs().mean(0)
+        if transpose:
+            A = A.T
+        im = ax.imshow(A.numpy(), aspect="auto", cmap="viridis", vmin=0.0, interpolation="nearest")
+        ax.set_xlabel("latent axis" if transpose else "eigenvector (descending λ)")
+        ax.set_ylabel("eigenvector (descending λ)" if transpose else "latent axis")
+        ax.set_title("mean |V| over points")
+        ax.figure.colorbar(im, ax=ax)
+        return ax
+
+
+def scan(
+    generator: object,
+    num_points: int,
+    seed: int = 0,
+    *,
+    k: int | None = 32,
+    distance: object = "l2",
+    space: Space = "z",
+    method: Method = "auto",
+    via: Via = "gram",
+    oversample: int = 10,
+    iters: int | None = None,
+    tol: float = 1e-3,
+    batch_size: int = 8,
+    num_directions: int = 16,
+    store_eigenvectors: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: float = 60.0,
+    progress: bool = True,
+    precision: Precision = "fp32",
+    chunk_size: int | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    z_dim: int | None = None,
+) -> ScanResult:
+    """Spectra at ``num_points`` latent points, streamed (``tangentlens._streaming.stream``).
+
+    Point i is ``z_i = philox_normal(seed, i, 1, z_dim)`` (mapped to w / w+ for those spaces) and its random
+    start block is row i of another counter stream, so every row depends only on (seed, i): the result does
+    not depend on ``batch_size`` or the number of processes (torch.distributed ranks share the work), and a
+    run resumed from ``checkpoint`` (written atomically every ``checkpoint_every`` seconds) equals an
+    uninterrupted one. ``generator`` is a StyleGAN-like generator, or a callable z -> tensor with ``z_dim``
+    given. Other arguments as :func:`spectrum`; ``num_directions`` fixed random unit directions give the
+    exact quadratic forms ``vᵀ M v`` per point for :func:`consistency`; ``dtype`` / ``device`` default to
+    the generator's parameters'.
+    """
+    _check_int(num_points, "num_points", 1)
+    _check_int(batch_size, "batch_size", 1)
+    _check_int(num_directions, "num_directions", 0)
+    ops.check_u64(seed, "seed")
+    if not isinstance(store_eigenvectors, bool):
+        raise TypeError(f"store_eigenvectors: expected a bool, got {type(store_eigenvectors).__name__}")
+    if isinstance(distance, str) and distance != "l2":
+        from tangentlens.distances import make_distance
+
+        distance = make_distance(distance)
+    op = _Operator(generator, distance, space, precision, chunk_size)
+    if op.dim is None:
+        if z_dim is None:
+            raise ValueError(
+                "z_dim: expected the latent dimension for a generator that is a plain callable, got None"
+            )
+        op.dim = _check_int(z_dim, "z_dim", 1)
+    latent_dim = getattr(op.gen, "z_dim", op.dim)
+    d = op.dim
+    kk = d if k is None else _check_int(k, "k", 1, d)
+    params = next(iter(generator.parameters()), None) if isinstance(generator, nn.Module) else None
+    dtype = dtype or (params.dtype if params is not None else torch.float32)
+    device = (
+        torch.device(device)
+        if device is not None
+        else (params.device if params is not None else torch.device("cpu"))
+    )
+    directions = torch.zeros(0, d, dtype=torch.float64)
+    if num_directions:
+        directions = ops.philox_normal(
+            seed, 0, num_directions, d, stream=STREAM_DIRECTIONS, dtype=torch.float64
+        )
+        directions = directions / directions.norm(dim=1, keepdim=True)
+
+    def points(start: int, count: int) -> torch.Tensor:
+        z = ops.philox_normal(
+            seed, start, count, latent_dim, stream=STREAM_LATENT, dtype=dtype, device=device
+        )
+        if space == "z":
+            return z
+        with torch.no_grad():
+            ws = generator.mapping(z, None)  # type: ignore[union-attr]
+        return ws[:, 0] if space == "w" else ws.flatten(1)
+
+    def compute(start: int, count: int) -> dict[str, torch.Tensor]:
+        x = points(start, count)
+        sp = spectrum(
+            generator,
+            x,
+            distance=distance,
+            space=space,
+            k=kk,
+            method=method,
+            via=via,
+            oversample=oversample,
+            iters=iters,
+            tol=tol,
+            precision=precision,
+            chunk_size=chunk_size,
+            seed=seed,
+            first_index=start,
+        )
+        if num_directions == 0:
+            qf = torch.zeros(count, 0, dtype=torch.float64)
+        elif sp.metric is not None:
+            qf = sp.quadratic_forms(directions)
+        else:
+            qf = op.sqnorms(x, directions.to(x.device, x.dtype).expand(count, -1, -1).contiguous())
+        its = sp.iterations if sp.iterations is not None else torch.zeros(count, dtype=torch.int64)
+        rows = {
+            "eigenvalues": sp.eigenvalues,
+            "error_bounds": sp.error_bounds,
+            "iterations": its,
+            "quadratic_forms": qf,
+            **{f"stat.{n}": v for n, v in sp.stats().items()},
+        }
+        if store_eigenvectors:
+            rows["eigenvectors"] = sp.eigenvectors
+        return {n: v.cpu() for n, v in rows.items()}
+
+    config = {
+        "kind": "tangentlens.spectra.scan",
+        "generator": _fingerprint(generator),
+        "distance": _fingerprint(distance) if isinstance(distance, nn.Module) else str(distance),
+        "seed": seed,
+        "k": kk,
+        "space": space,
+        "method": method,
+        "via": via,
+        "oversample": oversample,
+        "iters": iters,
+        "tol": tol,
+        "precision": precision,
+        "num_directions": num_directions,
+        "store_eigenvectors": store_eigenvectors,
+        "dtype": str(dtype),
+    }
+    from tangentlens._streaming import stream
+
+    res = stream(
+        compute,
+        num_samples=num_points,
+        batch_size=batch_size,
+        config=config,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        progress=progress,
+        desc="tangentlens spectrum",
+        device=device,
+    )
+    return ScanResult._from_rows(config, res.rows, res.resumed_from, res.seconds)
