@@ -226,6 +226,21 @@ def test_gradcheck_distance(impl, mode):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+def test_gradgradcheck_distance(impl):
+    # double backward (Hessians, e.g. of z' -> LPIPS(G(z), G(z'))) must not come back silently zero
+    f0 = _rand(2, 5, 3, 2, seed=23).requires_grad_()
+    f1 = _rand(2, 5, 3, 2, seed=24).requires_grad_()
+    w = _weight(5)
+    assert torch.autograd.gradgradcheck(
+        lambda a, b: ops.lpips_layer_distance(a, b, w, impl=impl), (f0, f1)
+    )
+    hess = torch.autograd.functional.hessian(
+        lambda b: ops.lpips_layer_distance(f0.detach(), b, w, impl=impl).sum(), f1.detach()
+    )
+    assert hess.abs().max() > 0
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 def test_gradcheck_tangent_norm(impl):
     f = _rand(2, 4, 2, 3, seed=21).requires_grad_()
     t = _rand(2, 2, 4, 2, 3, seed=22, relu=False).requires_grad_()

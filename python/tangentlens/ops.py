@@ -484,10 +484,18 @@ if NATIVE_AVAILABLE:
             ctx.rest = inputs[n_tensors:]
 
         def backward(ctx, grad):  # noqa: ANN001, ANN202
+            # grad mode is on here only under create_graph=True: then the backward itself must be
+            # differentiable (double backward, Hessians), so the saved inputs keep their graph.
+            create = torch.is_grad_enabled()
             with torch.enable_grad():
-                leaves = [x.detach().requires_grad_(True) for x in ctx.saved_tensors]
+                leaves = [
+                    x if create and x.requires_grad else x.detach().requires_grad_(True)
+                    for x in ctx.saved_tensors
+                ]
                 out = fn(*leaves, *ctx.rest)
-                grads = torch.autograd.grad(out, leaves, grad.to(out.dtype), allow_unused=True)
+                grads = torch.autograd.grad(
+                    out, leaves, grad.to(out.dtype), allow_unused=True, create_graph=create
+                )
             grads = [
                 None if g is None else g.to(x.dtype) for g, x in zip(grads, ctx.saved_tensors, strict=True)
             ]
