@@ -42,12 +42,12 @@ test: build cuda-check
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
 
 lint: deps
-	$(VENV)/bin/ruff check python tests bench
-	$(VENV)/bin/ruff format --check python tests bench
+	$(VENV)/bin/ruff check python tests bench scripts
+	$(VENV)/bin/ruff format --check python tests bench scripts
 
 format: deps
-	$(VENV)/bin/ruff format python tests bench
-	$(VENV)/bin/ruff check --fix python tests bench
+	$(VENV)/bin/ruff format python tests bench scripts
+	$(VENV)/bin/ruff check --fix python tests bench scripts
 
 bench: build
 	$(PY) -m bench

@@ -1,4 +1,5 @@
-"""Networks written for tangentlens (no torchvision dependency): LPIPS trunks and a StyleGAN2 generator."""
+"""Networks written for tangentlens (no torchvision dependency): LPIPS trunks, a StyleGAN2 generator and the
+small demo β-VAEs trained on procedural dSprites."""
 
 from tangentlens.models.stylegan2 import (
     MappingNetwork,
@@ -9,6 +10,7 @@ from tangentlens.models.stylegan2 import (
     ToRGBLayer,
 )
 from tangentlens.models.trunks import TRUNKS, AlexNetFeatures, SqueezeNet11Features, Trunk, VGG16Features
+from tangentlens.models.vae import VAE, VAEGenerator, load_demo_vae
 
 __all__ = [
     "TRUNKS",
@@ -21,5 +23,8 @@ __all__ = [
     "SynthesisNetwork",
     "ToRGBLayer",
     "Trunk",
+    "VAE",
+    "VAEGenerator",
     "VGG16Features",
+    "load_demo_vae",
 ]
