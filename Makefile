@@ -9,7 +9,7 @@ NVCC ?= nvcc
 TORCH_INC = $(shell $(PY) -c "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'include'))")
 PYTEST_ARGS ?=
 
-.PHONY: all test build deps cuda-check bench bench-quick wheel wheel-check lint format clean
+.PHONY: all test build deps cuda-check bench bench-quick demo wheel wheel-check lint format clean
 
 all: test
 
@@ -18,7 +18,7 @@ $(VENV)/.deps: pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q "$(TORCH_SPEC)" "scikit-build-core>=0.10" "cmake>=3.26" ninja "numpy>=1.24" \
-		pytest hypothesis scipy scikit-learn ruff
+		pytest hypothesis scipy scikit-learn ruff matplotlib tqdm
 	touch $@
 
 deps: $(VENV)/.deps
@@ -51,6 +51,12 @@ format: deps
 
 bench: build
 	$(PY) -m bench
+
+# The main job on the embedded default: PPL, spectra and metrics of the shipped dSprites VAEs (a few minutes
+# on 2 cores); writes demo-report/report.md, report.json and PNG plots.
+DEMO_OUT ?= demo-report
+demo: build
+	$(PY) -m tangentlens demo --out $(DEMO_OUT)
 
 bench-quick: build
 	$(PY) -m bench --quick

@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import tangentlens
 
@@ -286,11 +287,45 @@ def _cmd_ppl(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
+def _cmd_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "demo",
+        help="PPL, spectra and disentanglement metrics of the shipped dSprites VAEs (beta 1 vs 4)",
+    )
+    p.add_argument("--out", default="tangentlens-demo", help="output directory (default: tangentlens-demo)")
+    p.add_argument("--ppl-samples", type=int, default=4000)
+    p.add_argument("--spectra-points", type=int, default=256)
+    p.add_argument(
+        "--metric-samples", type=int, default=5000, help="encoder codes for MIG/SAP/DCI/modularity"
+    )
+    p.add_argument("--metric-points", type=int, default=2000, help="training points of BetaVAE / FactorVAE")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+
+    def run(args: argparse.Namespace) -> int:
+        from tangentlens.demo import run_demo
+
+        run_demo(
+            args.out,
+            ppl_samples=args.ppl_samples,
+            spectra_points=args.spectra_points,
+            metric_samples=args.metric_samples,
+            metric_points=args.metric_points,
+            seed=args.seed,
+            quiet=args.quiet,
+        )
+        print((Path(args.out) / "report.md").read_text())
+        return 0
+
+    p.set_defaults(run=run)
+
+
 _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _cmd_info,
     _cmd_linear_gaussian,
     _cmd_ppl,
     _cmd_spectrum,
+    _cmd_demo,
 ]
 
 
