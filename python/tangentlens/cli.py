@@ -177,7 +177,7 @@ def _load_generator(spec: str, *, key: str = "G_ema", allow_unsafe_pickle: bool 
         return load_stylegan2_pkl(spec, key=key, allow_unsafe_pickle=allow_unsafe_pickle)
     mod_name, sep, attr = spec.rpartition(":")
     if not sep or not mod_name or not attr:
-        raise SystemExit(
+        raise ValueError(
             f"--generator: expected 'module:attr', 'path/file.py:attr' or 'file.pkl', got {spec!r}"
         )
     if mod_name.endswith(".py"):
@@ -200,13 +200,18 @@ def _load_generator(spec: str, *, key: str = "G_ema", allow_unsafe_pickle: bool 
         obj = getattr(obj, part)
     if inspect.isclass(obj):
         return obj()
-    if inspect.isfunction(obj):
+    looks_like_generator = any(hasattr(obj, a) for a in ("mapping", "synthesis", "decode", "sample", "z_dim"))
+    if callable(obj) and not looks_like_generator:
+        try:
+            params = inspect.signature(obj).parameters.values()
+        except (TypeError, ValueError):  # no signature (a builtin): use it as it is
+            return obj
         required = [
             p
-            for p in inspect.signature(obj).parameters.values()
+            for p in params
             if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         ]
-        if not required:
+        if not required:  # a factory
             return obj()
     return obj
 
