@@ -231,9 +231,7 @@ def test_gradgradcheck_distance(impl):
     f0 = _rand(2, 5, 3, 2, seed=23).requires_grad_()
     f1 = _rand(2, 5, 3, 2, seed=24).requires_grad_()
     w = _weight(5)
-    assert torch.autograd.gradgradcheck(
-        lambda a, b: ops.lpips_layer_distance(a, b, w, impl=impl), (f0, f1)
-    )
+    assert torch.autograd.gradgradcheck(lambda a, b: ops.lpips_layer_distance(a, b, w, impl=impl), (f0, f1))
     hess = torch.autograd.functional.hessian(
         lambda b: ops.lpips_layer_distance(f0.detach(), b, w, impl=impl).sum(), f1.detach()
     )

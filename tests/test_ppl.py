@@ -533,3 +533,26 @@ def test_histogram_plot(G32, tmp_path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert PPLResult.from_json(r.to_json(include_distances=False)).distances.numel() == 0
+
+
+def test_nvidia_style_object_not_convertible_runs_and_says_so() -> None:
+    # an object with NVIDIA's interface that convert_nvidia_generator cannot map (no init kwargs): it runs as
+    # it is (constant noise buffers), the JVP goes through the generic engine, and the config says both
+    G = _stylegan(torch.float64)
+
+    class NvidiaLike(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = G
+            self.mapping, self.synthesis = G.mapping, G.synthesis
+            self.z_dim, self.c_dim, self.w_dim, self.num_ws = G.z_dim, 0, G.w_dim, G.num_ws
+            self.img_resolution = G.img_resolution
+
+    z0, z1 = _latents(3, 12, seed=8)
+    obj = NvidiaLike()
+    exact = ppl_distances(obj, z0, z1, 0.0, method="jvp", distance="l2")
+    fd = ppl_distances(obj, z0, z1, 0.0, method="fd", distance="l2", epsilon=1e-6)
+    torch.testing.assert_close(exact, fd, rtol=1e-4, atol=0)
+    r = _run(obj, num_samples=4, batch_size=2)
+    notes = " ".join(r.config["generator"]["notes"])
+    assert "not converted" in notes and "constant noise" in notes
