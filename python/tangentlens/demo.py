@@ -28,6 +28,7 @@ import torch
 __all__ = ["run_demo"]
 
 STAT_KEYS = (
+    "dims_99",
     "condition_number",
     "entropy_rank",
     "participation_ratio",
@@ -38,9 +39,12 @@ STAT_KEYS = (
 )
 
 
+_T0 = time.perf_counter()
+
+
 def _log(msg: str, quiet: bool) -> None:
     if not quiet:
-        print(f"[demo] {msg}", file=sys.stderr, flush=True)
+        print(f"[demo {time.perf_counter() - _T0:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
 
 def _encoder(vae: Any) -> Any:
@@ -95,9 +99,15 @@ def _metrics(vae: Any, n_train: int, n_test: int, n_points: int, seed: int) -> d
 def _traversals(vae: Any, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
+    from tangentlens.data import dsprites
+
+    # around the posterior mean of one image (a heart, mid scale, centred), as beta-VAE papers show them
+    with torch.no_grad():
+        x = torch.as_tensor(dsprites(np.array([[2, 3, 0, 16, 16]])), dtype=torch.float32).reshape(1, 1, 64, 64)
+        base = vae.encode(x)[0][0]
     d = vae.z_dim
     values = torch.linspace(-2.5, 2.5, 9)
-    z = torch.zeros(d, len(values), d)
+    z = base.repeat(d, len(values), 1)
     for i in range(d):
         z[i, :, i] = values
     with torch.no_grad():
@@ -155,6 +165,8 @@ def run_demo(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
+    global _T0
+    _T0 = t_start
     distances = ["l2"]
     try:
         tangentlens.LPIPS("vgg16")
@@ -230,6 +242,7 @@ def run_demo(
             batch_size=64,
             store_eigenvectors=True,
             progress=not quiet,
+            z_dim=vae.z_dim,
         )
         scans[beta] = sc
         agg = sc.aggregate()
@@ -242,7 +255,7 @@ def run_demo(
         _log(f"beta={beta}: disentanglement metrics", quiet)
         entry["metrics"] = _metrics(vae, metric_samples, metric_samples // 2, metric_points, seed)
         _traversals(
-            vae, out / f"traversals_beta{beta}.png", f"β = {beta}: latent traversals (z_i in [-2.5, 2.5])"
+            vae, out / f"traversals_beta{beta}.png", f"β = {beta}: latent traversals (z_i in [-2.5, 2.5] around an image's code)"
         )
         report["models"][f"beta{beta}"] = entry
     fig_ppl.tight_layout()
