@@ -298,12 +298,12 @@ def _cmd_demo(sub: argparse._SubParsersAction) -> None:
         help="PPL, spectra and disentanglement metrics of the shipped dSprites VAEs (beta 1 vs 4)",
     )
     p.add_argument("--out", default="tangentlens-demo", help="output directory (default: tangentlens-demo)")
-    p.add_argument("--ppl-samples", type=int, default=4000)
-    p.add_argument("--spectra-points", type=int, default=256)
+    p.add_argument("--ppl-samples", type=int, default=5000)
+    p.add_argument("--spectra-points", type=int, default=300)
     p.add_argument(
-        "--metric-samples", type=int, default=5000, help="encoder codes for MIG/SAP/DCI/modularity"
+        "--metric-samples", type=int, default=2000, help="encoder codes for MIG/SAP/DCI/modularity"
     )
-    p.add_argument("--metric-points", type=int, default=2000, help="training points of BetaVAE / FactorVAE")
+    p.add_argument("--metric-points", type=int, default=500, help="training points of BetaVAE / FactorVAE")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
 
