@@ -103,7 +103,9 @@ def _traversals(vae: Any, path: Path, title: str) -> None:
 
     # around the posterior mean of one image (a heart, mid scale, centred), as beta-VAE papers show them
     with torch.no_grad():
-        x = torch.as_tensor(dsprites(np.array([[2, 3, 0, 16, 16]])), dtype=torch.float32).reshape(1, 1, 64, 64)
+        x = torch.as_tensor(dsprites(np.array([[2, 3, 0, 16, 16]])), dtype=torch.float32).reshape(
+            1, 1, 64, 64
+        )
         base = vae.encode(x)[0][0]
     d = vae.z_dim
     values = torch.linspace(-2.5, 2.5, 9)
@@ -255,7 +257,9 @@ def run_demo(
         _log(f"beta={beta}: disentanglement metrics", quiet)
         entry["metrics"] = _metrics(vae, metric_samples, metric_samples // 2, metric_points, seed)
         _traversals(
-            vae, out / f"traversals_beta{beta}.png", f"β = {beta}: latent traversals (z_i in [-2.5, 2.5] around an image's code)"
+            vae,
+            out / f"traversals_beta{beta}.png",
+            f"β = {beta}: latent traversals (z_i in [-2.5, 2.5] around an image's code)",
         )
         report["models"][f"beta{beta}"] = entry
     fig_ppl.tight_layout()
