@@ -323,6 +323,28 @@ class SynthesisLayer(nn.Module):
             self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
 
+    def _scaled_noise(
+        self,
+        noise: torch.Tensor | None,
+        noise_mode: NoiseMode,
+        x: torch.Tensor,
+        generator: torch.Generator | None,
+    ) -> torch.Tensor | None:
+        """The noise added after the convolution, times ``noise_strength``: the given one, else that of
+        ``noise_mode`` (per-pixel random for x's batch, the stored constant, or none)."""
+        if not self.use_noise:
+            return None
+        if noise is not None:
+            return _check_layer_noise(noise, self.resolution) * self.noise_strength
+        if noise_mode == "random":
+            shape = [x.shape[0], 1, self.resolution, self.resolution]
+            return (
+                torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype) * self.noise_strength
+            )
+        if noise_mode == "const":
+            return self.noise_const * self.noise_strength
+        return None
+
     def forward(
         self,
         x: torch.Tensor,
@@ -336,17 +358,7 @@ class SynthesisLayer(nn.Module):
         """``noise`` (``[N, 1, R, R]`` or ``[R, R]``, unscaled) replaces the noise of ``noise_mode``."""
         _check_noise_mode(noise_mode)
         styles = self.affine(w)
-        if noise is not None:
-            noise = (
-                _check_layer_noise(noise, self.resolution) * self.noise_strength if self.use_noise else None
-            )
-        elif self.use_noise and noise_mode == "random":
-            shape = [x.shape[0], 1, self.resolution, self.resolution]
-            noise = (
-                torch.randn(shape, generator=generator, device=x.device, dtype=x.dtype) * self.noise_strength
-            )
-        elif self.use_noise and noise_mode == "const":
-            noise = self.noise_const * self.noise_strength
+        noise = self._scaled_noise(noise, noise_mode, x, generator)
         x = forward_rules.modulated_conv2d(
             x,
             self.weight,
@@ -371,17 +383,10 @@ class SynthesisLayer(nn.Module):
         noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``X [B, 1+k, I, H, W]``, ``W [B, 1+k, w_dim]`` -> stacked output (constant, given or no noise)."""
-        S = self.affine.forward_stacked(W)
-        if noise is not None:
-            noise = (
-                _check_layer_noise(noise, self.resolution) * self.noise_strength if self.use_noise else None
-            )
-        elif noise_mode == "random":
+        if noise is None and noise_mode == "random":
             raise ValueError("noise_mode: the stacked JVP needs deterministic noise ('const' or 'none')")
-        else:
-            noise = (
-                self.noise_const * self.noise_strength if self.use_noise and noise_mode == "const" else None
-            )
+        S = self.affine.forward_stacked(W)
+        noise = self._scaled_noise(noise, noise_mode, X, None)
         Y = forward_rules.modulated_conv2d_stacked(
             X,
             self.weight,
