@@ -481,6 +481,22 @@ class _Engine:
     pipe: _Pipeline
     device: torch.device
 
+    def _path(
+        self, z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor, c: torch.Tensor | None, eps: float | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(p(t), p(t + eps))``, or with ``eps=None`` ``(p(t), p'(t))``: the slerp of unit z, else the lerp
+        of z or of w = f(z) (over the whole [num_ws, w_dim] tensor), whose tangent is the difference."""
+        if self.protocol.space == "w":
+            z0, z1 = self.gen.mapping(torch.cat([z0, z1]), _cat2(c)).chunk(2)
+        elif self.protocol.z_interp == "slerp":
+            if eps is None:
+                return paths.slerp_with_tangent(z0, z1, t)
+            return paths.slerp(z0, z1, t), paths.slerp(z0, z1, t + eps)
+        tt = t.to(z0.dtype).reshape(-1, *([1] * (z0.ndim - 1)))
+        if eps is None:
+            return z0.lerp(z1, tt), z1 - z0
+        return z0.lerp(z1, tt), z0.lerp(z1, tt + eps)
+
     def distances(
         self,
         z0: torch.Tensor,
@@ -495,15 +511,7 @@ class _Engine:
         z0, z1 = gen.transform_z(z0), gen.transform_z(z1)
         if p.method == "fd":
             with torch.no_grad(), _precision(p.precision, self.device):
-                if p.space == "w":
-                    w0, w1 = gen.mapping(torch.cat([z0, z1]), _cat2(c)).chunk(2)
-                    tt = t.to(w0.dtype).reshape(-1, *([1] * (w0.ndim - 1)))
-                    a, b = w0.lerp(w1, tt), w0.lerp(w1, tt + eps)
-                elif p.z_interp == "slerp":
-                    a, b = paths.slerp(z0, z1, t), paths.slerp(z0, z1, t + eps)
-                else:
-                    tt = t.to(z0.dtype).unsqueeze(1)
-                    a, b = z0.lerp(z1, tt), z0.lerp(z1, tt + eps)
+                a, b = self._path(z0, z1, t, c, eps)
                 img = gen.image(torch.cat([a, b]), _cat2(c), _cat2(noise), p.space)
                 img = pipe.check(img, start)
                 x = pipe.linear(pipe.to_unit(img, start))
@@ -511,14 +519,7 @@ class _Engine:
                 d = self.distance(x0, x1).to(torch.float64) / eps**2
         else:
             with torch.no_grad():
-                if p.space == "w":
-                    w0, w1 = gen.mapping(torch.cat([z0, z1]), _cat2(c)).chunk(2)
-                    tt = t.to(w0.dtype).reshape(-1, *([1] * (w0.ndim - 1)))
-                    a, tan = w0.lerp(w1, tt), w1 - w0
-                elif p.z_interp == "slerp":
-                    a, tan = paths.slerp_with_tangent(z0, z1, t)
-                else:
-                    a, tan = z0.lerp(z1, t.to(z0.dtype).unsqueeze(1)), z1 - z0
+                a, tan = self._path(z0, z1, t, c, None)
             img, timg = gen.image_jvp(a, tan, c, noise, p.space, precision=p.precision)
             img = pipe.check(img, start)
             pipe.check(timg, start, "generator tangent")
