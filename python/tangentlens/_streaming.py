@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import sys
 import time
@@ -316,8 +315,3 @@ def stream(
         stopped_early=stopped,
         seconds=time.perf_counter() - t0,
     )
-
-
-def check_every_for(batch_size: int, world: int = 1) -> int:
-    """A stop-check interval of at least 1000 samples."""
-    return max(1000, math.ceil(1000 / (batch_size * world)) * batch_size * world)

@@ -28,8 +28,10 @@ import torch
 from torch import nn
 
 from tangentlens import ops
+from tangentlens.generators.nvidia import convert_nvidia_generator, nvidia_reference_ops
 from tangentlens.jvp import Precision
 from tangentlens.jvp import jvp as _engine_jvp
+from tangentlens.models.stylegan2 import StyleGAN2Generator
 
 __all__ = ["GeneratorAdapter", "OutputRange", "as_generator", "fingerprint"]
 
@@ -211,8 +213,6 @@ class StyleGANAdapter(GeneratorAdapter):
     has_w = True
 
     def __init__(self, G: Any, *, source: str = "tangentlens") -> None:
-        from tangentlens.models.stylegan2 import StyleGAN2Generator
-
         super().__init__(G)
         self.ours = isinstance(G, StyleGAN2Generator)
         self.kind = "stylegan2 (tangentlens)" if self.ours else "stylegan (NVIDIA-style object)"
@@ -279,11 +279,6 @@ class StyleGANAdapter(GeneratorAdapter):
 
 @contextlib.contextmanager
 def _nvidia_reference_ops(G: Any, notes: list[str]) -> Iterator[None]:
-    try:
-        from tangentlens.generators.nvidia import nvidia_reference_ops
-    except ImportError:  # pragma: no cover - the module ships with the package
-        yield
-        return
     with nvidia_reference_ops(G) as switched:
         for s in switched or []:
             note = f"JVP: NVIDIA custom op switched to its reference path: {s}"
@@ -351,16 +346,12 @@ def _as_generator(
         raise ValueError(f"output_range: expected one of {_RANGES}, got {output_range!r}")
     G: Any = generator
     if hasattr(G, "mapping") and hasattr(G, "synthesis") and hasattr(G, "z_dim") and hasattr(G, "num_ws"):
-        from tangentlens.models.stylegan2 import StyleGAN2Generator
-
         if isinstance(G, StyleGAN2Generator) or not convert_nvidia:
             ad = StyleGANAdapter(G)
         else:
             try:
-                from tangentlens.generators.nvidia import convert_nvidia_generator
-
                 ad = StyleGANAdapter(convert_nvidia_generator(G), source="converted from an NVIDIA object")
-            except (ImportError, NotImplementedError, ValueError, KeyError, RuntimeError) as exc:
+            except (NotImplementedError, ValueError, KeyError, RuntimeError) as exc:
                 ad = StyleGANAdapter(G)
                 ad.notes.append(f"not converted to tangentlens' StyleGAN2Generator: {exc}")
         if output_range is not None:
