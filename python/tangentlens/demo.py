@@ -39,14 +39,6 @@ STAT_KEYS = (
 )
 
 
-_T0 = time.perf_counter()
-
-
-def _log(msg: str, quiet: bool) -> None:
-    if not quiet:
-        print(f"[demo {time.perf_counter() - _T0:6.1f} s] {msg}", file=sys.stderr, flush=True)
-
-
 def _encoder(vae: Any) -> Any:
     def represent(x: Any) -> np.ndarray:
         t = torch.as_tensor(np.asarray(x), dtype=torch.float32)
@@ -167,14 +159,16 @@ def run_demo(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    global _T0
-    _T0 = t_start
-    distances = ["l2"]
+
+    def log(msg: str) -> None:
+        if not quiet:
+            print(f"[demo {time.perf_counter() - t_start:6.1f} s] {msg}", file=sys.stderr, flush=True)
+
+    distances: dict[str, object] = {"l2": "l2"}
     try:
-        tangentlens.LPIPS("vgg16")
-        distances.append("lpips-vgg16")
+        distances["lpips-vgg16"] = tangentlens.LPIPS("vgg16")  # built once, used for both models
     except WeightsNotFoundError:
-        _log("LPIPS-VGG16 weights not found: PPL in pixel space only (see README, 'LPIPS weights')", quiet)
+        log("LPIPS-VGG16 weights not found: PPL in pixel space only (see README, 'LPIPS weights')")
 
     report: dict[str, Any] = {
         "config": {
@@ -185,7 +179,7 @@ def run_demo(
                 "sampling": "full",
                 "method": "jvp",
                 "num_samples": ppl_samples,
-                "distances": distances,
+                "distances": list(distances),
             },
             "spectra": {"distance": "l2", "space": "z", "points": spectra_points, "method": "full"},
             "metrics": {"train": metric_samples, "test": metric_samples // 2, "points": metric_points},
@@ -198,21 +192,20 @@ def run_demo(
         },
         "models": {},
     }
-    scans = {}
-    fig_ppl, axes_ppl = plt.subplots(1, len(betas), figsize=(5 * len(betas), 3.2), squeeze=False)
-    for col, beta in enumerate(betas):
+    scans, ppl_l2 = {}, {}
+    for beta in betas:
         vae = load_demo_vae(beta)
         gen = vae.generator(channels=1)
         entry: dict[str, Any] = {"ppl": {}}
-        for dist in distances:
-            _log(f"beta={beta}: PPL ({dist}, exact mode, {ppl_samples} samples)", quiet)
+        for dist, distance in distances.items():
+            log(f"beta={beta}: PPL ({dist}, exact mode, {ppl_samples} samples)")
             r = tangentlens.ppl(
                 gen,
                 space="z",
                 z_interp="lerp",
                 sampling="full",
                 method="jvp",
-                distance=dist,
+                distance=distance,
                 num_samples=ppl_samples,
                 batch_size=256,
                 resize=None,
@@ -228,11 +221,8 @@ def run_demo(
                 "seconds": r.seconds,
             }
             if dist == "l2":
-                r.plot_histogram(ax=axes_ppl[0, col], log=True)
-                axes_ppl[0, col].set_title(
-                    f"β = {beta}: PPL {r.mean:.4g} [{r.ci_low:.4g}, {r.ci_high:.4g}]", fontsize=9
-                )
-        _log(f"beta={beta}: spectra of M = JᵀJ at {spectra_points} points", quiet)
+                ppl_l2[beta] = r
+        log(f"beta={beta}: spectra of M = JᵀJ at {spectra_points} points")
         sc = spectra.scan(
             gen,
             spectra_points,
@@ -254,7 +244,7 @@ def run_demo(
             if key in agg
         }
         entry["spectra"]["mean_eigenvalues"] = sc.eigenvalues.mean(0).tolist()
-        _log(f"beta={beta}: disentanglement metrics", quiet)
+        log(f"beta={beta}: disentanglement metrics")
         entry["metrics"] = _metrics(vae, metric_samples, metric_samples // 2, metric_points, seed)
         _traversals(
             vae,
@@ -262,29 +252,37 @@ def run_demo(
             f"β = {beta}: latent traversals (z_i in [-2.5, 2.5] around an image's code)",
         )
         report["models"][f"beta{beta}"] = entry
-    fig_ppl.tight_layout()
-    fig_ppl.savefig(out / "ppl_histogram.png", dpi=90)
-    plt.close(fig_ppl)
 
-    fig, axes = plt.subplots(1, len(betas), figsize=(5 * len(betas), 3.5), squeeze=False)
-    for col, beta in enumerate(betas):
-        scans[beta].plot_eigenvalue_decay(ax=axes[0, col])
-        axes[0, col].set_title(f"β = {beta}: eigenvalues of M (median, quantile bands)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "eigenvalue_decay.png", dpi=90)
-    plt.close(fig)
-    fig, axes = plt.subplots(1, len(betas), figsize=(4.5 * len(betas), 4), squeeze=False)
-    for col, beta in enumerate(betas):
-        scans[beta].plot_alignment(ax=axes[0, col])
-        axes[0, col].set_title(f"β = {beta}: mean |V| (right singular vectors)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "alignment.png", dpi=90)
-    plt.close(fig)
+    def side_by_side(name: str, width: float, height: float, draw: Any) -> None:
+        """One panel per model, ``draw(ax, beta)``, saved as ``out/name``."""
+        fig, axes = plt.subplots(1, len(betas), figsize=(width * len(betas), height), squeeze=False)
+        for col, beta in enumerate(betas):
+            draw(axes[0, col], beta)
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=90)
+        plt.close(fig)
+
+    def ppl_panel(ax: Any, beta: int) -> None:
+        r = ppl_l2[beta]
+        r.plot_histogram(ax=ax, log=True)
+        ax.set_title(f"β = {beta}: PPL {r.mean:.4g} [{r.ci_low:.4g}, {r.ci_high:.4g}]", fontsize=9)
+
+    def decay_panel(ax: Any, beta: int) -> None:
+        scans[beta].plot_eigenvalue_decay(ax=ax)
+        ax.set_title(f"β = {beta}: eigenvalues of M (median, quantile bands)", fontsize=9)
+
+    def alignment_panel(ax: Any, beta: int) -> None:
+        scans[beta].plot_alignment(ax=ax)
+        ax.set_title(f"β = {beta}: mean |V| (right singular vectors)", fontsize=9)
+
+    side_by_side("ppl_histogram.png", 5, 3.2, ppl_panel)
+    side_by_side("eigenvalue_decay.png", 5, 3.5, decay_panel)
+    side_by_side("alignment.png", 4.5, 4, alignment_panel)
 
     report["seconds"] = time.perf_counter() - t_start
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
     (out / "report.md").write_text(_markdown(report, betas))
-    _log(f"wrote {out / 'report.md'}, report.json and plots in {report['seconds']:.0f} s", quiet)
+    log(f"wrote {out / 'report.md'}, report.json and plots in {report['seconds']:.0f} s")
     return report
 
 
