@@ -188,6 +188,34 @@ def test_tangent_norm_native_matches_reference(dtype, layout, gram, shape, k):
         assert ((got - want).abs() <= tol * scale).all(), (got - want).abs().max() / scale
 
 
+@requires_native
+@pytest.mark.parametrize("dtype", ALL_DTYPES)
+@pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
+@pytest.mark.parametrize("shape,k", [((2, 64, 5, 7), 17), ((1, 130, 1, 1), 24), ((2, 9, 6, 3), 40)])
+def test_tangent_gram_gemm_matches_reference(monkeypatch, dtype, layout, shape, k):
+    """Above GRAM_NATIVE_MAX_K tangents the Gram is a GEMM over bands of rows; tiny bands force several."""
+    assert k > ops.GRAM_NATIVE_MAX_K
+    monkeypatch.setattr(ops, "_GRAM_BAND_ELEMENTS", shape[0] * k * shape[1] * shape[3] * 2)  # 2 rows
+    f = _layout(_rand(*shape, dtype=dtype, seed=25), layout)
+    t = _rand(shape[0], k, *shape[1:], dtype=dtype, seed=26, relu=False)
+    if layout == "channels_last":
+        t = t.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    elif layout == "strided":
+        t = t.transpose(0, 1).contiguous().transpose(0, 1)
+    w = _weight(shape[1])
+    for mode in MODES:
+        got = ops.lpips_tangent_norm(f, t, w, eps_mode=mode, gram=True, impl="native")
+        want = ops.lpips_tangent_norm(f, t, w, eps_mode=mode, gram=True, impl="reference")
+        small = ops.lpips_tangent_norm(f, t[:, :3], w, eps_mode=mode, gram=True, impl="native")  # the kernel
+        assert got.shape == (shape[0], k, k) and got.dtype == small.dtype
+        scale = want.abs().amax()
+        tol = (
+            1e-12 if dtype == torch.float64 else (5e-3 if dtype in (torch.float16, torch.bfloat16) else 5e-5)
+        )
+        assert ((got - want).abs() <= tol * scale).all(), (got - want).abs().max() / scale
+        torch.testing.assert_close(got, got.transpose(1, 2))
+
+
 @pytest.mark.parametrize("impl", IMPLS)
 def test_tangent_at_zero_features(impl):
     """A pixel with f = 0: eps inside the sqrt is smooth (matches jvp); eps outside gives the one-sided
@@ -247,6 +275,15 @@ def test_gradcheck_tangent_norm(impl):
         assert torch.autograd.gradcheck(
             lambda a, b, gram=gram: ops.lpips_tangent_norm(a, b, w, gram=gram, impl=impl), (f, t)
         )
+
+
+@requires_native
+def test_gradcheck_tangent_gram_gemm():
+    k = ops.GRAM_NATIVE_MAX_K + 1
+    f = _rand(1, 3, 2, 2, seed=23).requires_grad_()
+    t = _rand(1, k, 3, 2, 2, seed=24, relu=False).requires_grad_()
+    w = _weight(3)
+    assert torch.autograd.gradcheck(lambda a, b: ops.lpips_tangent_norm(a, b, w, gram=True), (f, t))
 
 
 @requires_native

@@ -5,6 +5,7 @@ missing. They follow the textbook formulas (float64 throughout) rather than the 
 """
 
 from tangentlens.reference.lpips import layer_distance as lpips_layer_distance
+from tangentlens.reference.lpips import normalization_tangent
 from tangentlens.reference.lpips import tangent_norm as lpips_tangent_norm
 from tangentlens.reference.paths import interpolate, sample
 from tangentlens.reference.philox import philox4x32_10, philox_normal, philox_uniform53
@@ -13,6 +14,7 @@ __all__ = [
     "interpolate",
     "lpips_layer_distance",
     "lpips_tangent_norm",
+    "normalization_tangent",
     "philox4x32_10",
     "philox_normal",
     "philox_uniform53",
