@@ -35,7 +35,7 @@ from torch import nn
 
 from tangentlens import _streaming, paths
 from tangentlens.distances import L2Distance, make_distance
-from tangentlens.generators.adapters import GeneratorAdapter, as_generator, fingerprint
+from tangentlens.generators.adapters import TO_UNIT, GeneratorAdapter, as_generator, fingerprint
 from tangentlens.jvp import Precision, _precision
 from tangentlens.jvp import jvp as _engine_jvp
 from tangentlens.lpips import LPIPS
@@ -321,8 +321,6 @@ class PPLResult:
 
 # ---- images ---------------------------------------------------------------------------------------------
 
-_TO_UNIT = {"-1_1": (1.0, 0.0), "0_1": (2.0, -1.0), "0_255": (1 / 127.5, -1.0)}
-
 
 @dataclass
 class _Pipeline:
@@ -356,7 +354,7 @@ class _Pipeline:
         if x.dtype == torch.uint8:
             x = x.to(self.float_dtype) / 127.5 - 1.0
         else:
-            a, b = _TO_UNIT[self.output_range]
+            a, b = TO_UNIT[self.output_range]
             x = x * a + b if (a, b) != (1.0, 0.0) else x
             if self.protocol.quantize_uint8:
                 x = ((x + 1.0) * 127.5).round().clamp(0, 255) / 127.5 - 1.0
@@ -370,7 +368,7 @@ class _Pipeline:
         return x
 
     def tangent_scale(self) -> float:
-        return _TO_UNIT[self.output_range][0]
+        return TO_UNIT[self.output_range][0]
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         """Channels, crop and resize: linear maps applied alike to images and tangents."""

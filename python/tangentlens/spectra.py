@@ -20,7 +20,6 @@ streams them over many latent points drawn from the counter-based sampler (resum
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 
 from tangentlens import ops
+from tangentlens.generators.adapters import GeneratorAdapter, as_generator, fingerprint
 from tangentlens.jvp import _precision
 from tangentlens.jvp import jvp as _jvp
 from tangentlens.lpips import LPIPS
@@ -88,72 +88,35 @@ def _check_positive(value: object, name: str) -> float:
 # ---- the operator: F, J V, Jᵀ U and Grams at a batch of points -----------------------------------------
 
 
-def _is_generator(obj: object) -> bool:
-    return hasattr(obj, "mapping") and hasattr(obj, "synthesis")
+# as_generator's adapters, one per generator object (an NVIDIA object is converted once, and jvp's
+# memory probe runs once per latent function); plain callables whose z_dim comes from the points are
+# adapted per call instead
+_adapters: weakref.WeakKeyDictionary[Any, GeneratorAdapter] = weakref.WeakKeyDictionary()
 
 
-class _SpaceGenerator:
-    """A StyleGAN-like generator seen as a function of z, w (broadcast to all ws) or w+ (flattened ws),
-    with constant noise; ``forward_jvp`` uses the generator's stacked forward rules where it has them
-    (tangentlens.jvp falls back to torch.func when it raises NotImplementedError). Holds the generator
-    weakly: instances are cached per generator."""
-
-    def __init__(self, G: nn.Module, space: str) -> None:
-        self._G = weakref.ref(G)
-        self.space = space
-        syn = G.synthesis
-        self.num_ws = int(getattr(G, "num_ws", getattr(syn, "num_ws", 0)))
-        self.w_dim = int(getattr(G, "w_dim", getattr(syn, "w_dim", 0)))
-        self.z_dim = int(getattr(G, "z_dim", getattr(G.mapping, "z_dim", 0)))
-        if space != "z" and (self.num_ws < 1 or self.w_dim < 1):
-            raise ValueError(
-                f"space: {space!r} needs a generator with num_ws and w_dim attributes, got "
-                f"num_ws={self.num_ws}, w_dim={self.w_dim}"
-            )
-        self.dim = {"z": self.z_dim, "w": self.w_dim, "w+": self.num_ws * self.w_dim}[space]
-
-    @property
-    def G(self) -> nn.Module:
-        G = self._G()
-        assert G is not None
-        return G
-
-    def _ws(self, x: torch.Tensor) -> torch.Tensor:
-        if self.space == "w":
-            return x[:, None].expand(-1, self.num_ws, -1)
-        return x.reshape(x.shape[0], self.num_ws, self.w_dim)
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        G = self.G
-        ws = G.mapping(x, None) if self.space == "z" else self._ws(x)
-        return G.synthesis(ws, noise_mode="const")
-
-    def forward_jvp(self, x: torch.Tensor, tx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        G = self.G
-        if self.space == "z":
-            if not hasattr(G, "forward_jvp"):
-                raise NotImplementedError("generator without forward_jvp")
-            return G.forward_jvp(x, tx)
-        if not hasattr(G.synthesis, "forward_jvp"):
-            raise NotImplementedError("synthesis network without forward_jvp")
-        if self.space == "w":
-            tws = tx[:, :, None].expand(-1, -1, self.num_ws, -1)
-        else:
-            tws = tx.reshape(*tx.shape[:2], self.num_ws, self.w_dim)
-        return G.synthesis.forward_jvp(self._ws(x), tws, noise_mode="const")
-
-
-_space_cache: weakref.WeakKeyDictionary[nn.Module, dict[str, _SpaceGenerator]] = weakref.WeakKeyDictionary()
-
-
-def _space_generator(G: nn.Module, space: str) -> _SpaceGenerator:
+def _adapter(obj: object, z_dim: int | None) -> GeneratorAdapter:
+    if isinstance(obj, GeneratorAdapter):
+        return obj
     try:
-        per = _space_cache.setdefault(G, {})
-    except TypeError:
-        per = {}
-    if space not in per:
-        per[space] = _SpaceGenerator(G, space)
-    return per[space]
+        return _adapters[obj]
+    except (KeyError, TypeError):
+        pass
+    if not callable(obj) and not (hasattr(obj, "mapping") and hasattr(obj, "synthesis")):
+        raise TypeError(
+            "fn_or_generator: expected a generator (anything tangentlens.generators.as_generator takes: "
+            f"mapping/synthesis, decode, ...) or a callable z -> tensor, got {type(obj).__name__}"
+        )
+    try:
+        ad = as_generator(obj)
+    except ValueError as exc:  # a plain callable without z_dim: the points' width
+        if z_dim is None or "z_dim" not in str(exc):
+            raise
+        return as_generator(obj, z_dim=z_dim)
+    try:
+        _adapters[obj] = ad
+    except TypeError:  # not weak-referenceable
+        pass
+    return ad
 
 
 def _lpips_embed_jvp(lp: LPIPS, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -182,9 +145,15 @@ def _distance_name(distance: object) -> str:
     return type(distance).__name__
 
 
+def _width(z: object) -> int | None:
+    """The points' width: the latent dimension of a plain callable that does not declare one."""
+    return z.shape[-1] if isinstance(z, torch.Tensor) and z.dim() >= 1 else None
+
+
 class _Operator:
-    """Products with J (D×d) of F = φ ∘ g at points x [B, d]: g is the generator in its space (or the
-    user's function), φ the distance's embedding (None: identity)."""
+    """Products with J (D×d) of F = φ ∘ g at points x [B, d]: g is the generator as a function of its
+    space (:meth:`GeneratorAdapter.latent_function`: images in [-1, 1]), φ the distance's embedding (None:
+    identity)."""
 
     def __init__(
         self,
@@ -193,29 +162,20 @@ class _Operator:
         space: str,
         precision: str,
         chunk_size: int | None,
+        z_dim: int | None = None,
     ) -> None:
         _check_choice(space, "space", ("z", "w", "w+"))
         _check_choice(precision, "precision", ("fp32", "tf32", "fp16", "bf16"))
         if chunk_size is not None:
             _check_int(chunk_size, "chunk_size", 1)
-        self.precision, self.chunk_size = precision, chunk_size
-        self.dim: int | None = None
-        if _is_generator(fn_or_generator):
-            gen = _space_generator(fn_or_generator, space)  # type: ignore[arg-type]
-            self.gen: Callable = gen
-            self.dim = gen.dim
-        elif callable(fn_or_generator):
-            if space != "z":
-                raise ValueError(
-                    f"space: {space!r} needs a generator with mapping/synthesis, got a "
-                    f"{type(fn_or_generator).__name__}; use space='z' (the function's own input)"
-                )
-            self.gen = fn_or_generator
-        else:
-            raise TypeError(
-                "fn_or_generator: expected a generator with mapping/synthesis or a callable z -> tensor, "
-                f"got {type(fn_or_generator).__name__}"
+        self.precision, self.chunk_size, self.space = precision, chunk_size, space
+        self.adapter = _adapter(fn_or_generator, z_dim)
+        if space != "z" and not self.adapter.has_w:
+            raise ValueError(
+                f"space: {space!r} needs a generator with mapping/synthesis, got a {self.adapter.kind}; use "
+                "space='z' (the function's own input)"
             )
+        self.gen, self.dim = self.adapter.latent_function(space)  # type: ignore[arg-type]
         if isinstance(distance, str) and distance != "l2":
             from tangentlens.distances import make_distance
 
@@ -238,13 +198,14 @@ class _Operator:
             raise TypeError(f"{name}: expected a tensor [B, d], got {type(z).__name__}")
         if not z.is_floating_point():
             raise TypeError(f"{name}: expected a floating-point tensor, got {z.dtype}")
-        if isinstance(self.gen, _SpaceGenerator) and self.gen.space == "w+" and z.dim() == 3:
+        if self.space == "w+" and z.dim() == 3:
             z = z.flatten(1)
         if z.dim() != 2 or z.shape[0] < 1:
             raise ValueError(f"{name}: expected points [B, d] with B >= 1, got shape {tuple(z.shape)}")
-        if self.dim is not None and z.shape[1] != self.dim:
-            space = self.gen.space if isinstance(self.gen, _SpaceGenerator) else "z"
-            raise ValueError(f"{name}: expected [B, {self.dim}] for space {space!r}, got {tuple(z.shape)}")
+        if z.shape[1] != self.dim:
+            raise ValueError(
+                f"{name}: expected [B, {self.dim}] for space {self.space!r}, got {tuple(z.shape)}"
+            )
         if not torch.isfinite(z).all():
             raise ValueError(f"{name}: expected finite values, got NaN or inf")
         return z.detach().contiguous()
@@ -255,7 +216,8 @@ class _Operator:
         return (out if self.embed is None else self.embed(out)).flatten(1)
 
     def _image_jvp(self, x: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return _jvp(self.gen, x, V.to(x.dtype), chunk_size=self.chunk_size, precision=self.precision)  # type: ignore[return-value]
+        with self.adapter.jvp_context():
+            return _jvp(self.gen, x, V.to(x.dtype), chunk_size=self.chunk_size, precision=self.precision)  # type: ignore[return-value]
 
     def jv(self, x: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
         """J v for V [B, k, d] -> [B, k, D] (x's dtype)."""
@@ -325,9 +287,13 @@ class Spectrum:
     """Eigen-decomposition of ``M(z) = JᵀJ`` at B points.
 
     ``eigenvalues [B, k]`` (descending, float64), ``eigenvectors [B, d, k]`` (columns, float64),
-    ``error_bounds [B, k]``: the residual norms ``|M v - λ v|`` (there is an eigenvalue of M within this
-    distance of λ; 0 for ``method="full"``, exact up to rounding), ``metric``: the full ``M [B, d, d]`` when
+    ``error_bounds [B, k]``: a bound on each eigenvalue's error from the residual ``r = M v - λ v`` and
+    the gap to the other Ritz values, ``min(|r|, |r|² / gap)``, not below the products' rounding level
+    (0 for ``method="full"``, exact up to rounding), ``metric``: the full ``M [B, d, d]`` when
     it was computed (``method="full"``), else None. ``products``: J-products spent per point (JVPs + VJPs).
+    ``residuals [B, k]`` (partial methods): ``|M v - λ v|``, which also bounds each eigenvector's angle to
+    its eigenspace by ``|r| / gap``. Eigenvalues converge quadratically and eigenvectors linearly, so a
+    ``tol`` met by the eigenvalues leaves the eigenvectors about ``sqrt(tol)`` accurate.
     """
 
     eigenvalues: torch.Tensor
@@ -338,6 +304,7 @@ class Spectrum:
     products: int = 0
     iterations: torch.Tensor | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    residuals: torch.Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -395,6 +362,7 @@ class Spectrum:
             self.products,
             None if self.iterations is None else self.iterations[sl],
             dict(self.info),
+            None if self.residuals is None else self.residuals[sl],
         )
 
 
@@ -409,15 +377,31 @@ def _orth(Y: torch.Tensor) -> torch.Tensor:
 
 
 def _rayleigh_ritz(
-    Q: torch.Tensor, MQ: torch.Tensor, k: int
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-k Ritz pairs of M on span(Q) from the exact images MQ, and their residual norms |Mv - λv|."""
+    Q: torch.Tensor, MQ: torch.Tensor, k: int, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Top-k Ritz pairs of M on span(Q) from the images MQ (computed in ``dtype``), a bound on each
+    |λ_j - θ_j| and the residual norms."""
     T = Q.transpose(1, 2) @ MQ
     lam, S = _eigh_desc(0.5 * (T + T.transpose(1, 2)))
-    lam, S = lam[:, :k], S[:, :, :k]
-    V = Q @ S
-    R = MQ @ S - V * lam[:, None]
-    return lam, V, R.norm(dim=1)
+    R = (MQ @ S - (Q @ S) * lam[:, None]).norm(dim=1)  # residuals of all m Ritz pairs
+    bounds = _error_bounds(lam, R, k, _rounding_floor(lam[:, :1], dtype))
+    return lam[:, :k], Q @ S[:, :, :k], bounds, R[:, :k]
+
+
+def _error_bounds(theta: torch.Tensor, R: torch.Tensor, k: int, floor: torch.Tensor) -> torch.Tensor:
+    """min(|r_j|, |r_j|² / gap_j), at least ``floor`` [B, 1]. The residual alone (Krylov-Weinstein) puts an
+    eigenvalue within |r_j| of θ_j; once θ_j is separated from the other Ritz values, the gap
+    ``gap_j = min_i≠j |θ_j - θ_i| - |r_i|`` (each neighbour moved towards θ_j by its own residual) gives the
+    quadratic Kato-Temple bound, orders of magnitude tighter near convergence. Like any a-posteriori
+    bound it assumes the subspace has not missed an eigenvalue between the Ritz values. ``floor``: the
+    rounding level of the products (they are computed in the points' dtype)."""
+    m = theta.shape[1]
+    gaps = (theta[:, :k, None] - theta[:, None, :]).abs() - R[:, None, :]
+    gaps = gaps.masked_fill(torch.eye(k, m, dtype=torch.bool, device=theta.device), math.inf)
+    gap = gaps.min(dim=2).values if m > 1 else torch.full_like(theta[:, :k], math.inf)
+    Rk = R[:, :k]
+    quad = torch.where(gap > 0, Rk.square() / gap.clamp_min(torch.finfo(gap.dtype).tiny), Rk)
+    return torch.maximum(torch.minimum(Rk, quad), floor)
 
 
 def _start_block(
@@ -437,10 +421,16 @@ def _start_block(
     return Om
 
 
-def _converged(lam: torch.Tensor, R: torch.Tensor, tol: float) -> torch.Tensor:
+def _converged(lam: torch.Tensor, bound: torch.Tensor, tol: float) -> torch.Tensor:
     # relative to each eigenvalue, with an absolute floor at the top eigenvalue's rounding level
     scale = torch.maximum(lam.abs(), lam[:, :1].abs() * 1e-12)
-    return (R <= tol * scale).all(dim=1)
+    return (bound <= tol * scale).all(dim=1)
+
+
+def _rounding_floor(lam_top: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """[B, 1]: no bound below 16 unit roundoffs of the products' dtype times the top eigenvalue (M v is
+    computed in that dtype: its rounding error is relative to |M| = λ_1)."""
+    return 16 * torch.finfo(dtype).eps * lam_top.abs().reshape(-1, 1)
 
 
 def _iterate(
@@ -452,7 +442,7 @@ def _iterate(
     iters: int,
     tol: float,
     Om: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Top-k of M at each point by subspace iteration ("randomized") or block Krylov ("lanczos"). Each point
     is frozen at the iteration where its top-k residuals met tol, so its result does not depend on the
     other points of the batch."""
@@ -460,6 +450,7 @@ def _iterate(
     lam_out = torch.zeros(B, k, dtype=torch.float64, device=x.device)
     V_out = torch.zeros(B, d, k, dtype=torch.float64, device=x.device)
     R_out = torch.full((B, k), math.inf, dtype=torch.float64, device=x.device)
+    res_out = R_out.clone()
     its = torch.zeros(B, dtype=torch.int64, device=x.device)
     active = torch.ones(B, dtype=torch.bool, device=x.device)
     Q = _orth(Om)
@@ -477,8 +468,8 @@ def _iterate(
             K, MK = torch.cat(basis, dim=2), torch.cat(images, dim=2)
         else:
             K, MK = Q, Y
-        lam, V, R = _rayleigh_ritz(K[idx], MK[idx], k)
-        lam_out[idx], V_out[idx], R_out[idx] = lam, V, R
+        lam, V, R, res = _rayleigh_ritz(K[idx], MK[idx], k, x.dtype)
+        lam_out[idx], V_out[idx], R_out[idx], res_out[idx] = lam, V, R, res
         its[idx] = it + 1
         done = _converged(lam, R, tol)
         active[idx[done]] = False
@@ -494,7 +485,7 @@ def _iterate(
             Q = _orth(Q - K @ (K.transpose(1, 2) @ Q))
         else:
             Q = _orth(Y)
-    return lam_out, V_out, R_out, its, products
+    return lam_out, V_out, R_out, res_out, its, products
 
 
 def spectrum(
@@ -518,8 +509,11 @@ def spectrum(
     """Eigenvalues and eigenvectors of ``M(z) = JᵀJ`` for F = φ ∘ G at points ``z [B, d]``.
 
     Args:
-        fn_or_generator: a StyleGAN-like generator (``mapping``/``synthesis``; its JVPs use the stacked
-            forward rules where it has them) or a callable ``z -> tensor`` (then ``space="z"``).
+        fn_or_generator: anything :func:`tangentlens.generators.as_generator` takes: a StyleGAN-like
+            generator (``mapping``/``synthesis``; its JVPs use the stacked forward rules where it has
+            them; "w"/"w+" need one), a VAE (``decode``), torchmetrics / torch-fidelity generators, or a
+            callable ``z -> tensor`` (its width from z). Images are taken in [-1, 1] (the adapter's
+            ``output_range`` mapped affinely).
         z: points ``[B, d]``: latents for ``space="z"``, w ``[B, w_dim]`` for ``"w"`` (broadcast to all
             num_ws), ``[B, num_ws * w_dim]`` (or ``[B, num_ws, w_dim]``) for ``"w+"``. Its dtype is the
             compute dtype of the products; the decompositions run in float64.
@@ -534,14 +528,14 @@ def spectrum(
         oversample: extra columns of the block (block size k + oversample).
         iters: maximum iterations (default 30 for randomized, until the Krylov space fills R^d for
             lanczos).
-        tol: a point stops when every top-k residual is below ``tol · λ_j`` (a relative error bound).
+        tol: a point stops when every top-k error bound (see :class:`Spectrum`) is below ``tol · λ_j``.
         precision, chunk_size: passed to :func:`tangentlens.jvp` (chunk_size also splits the reverse
             passes and the LPIPS products).
         seed, first_index: the random start block of point b is row ``first_index + b`` of the
             counter-based generator (results do not depend on the batch composition).
         init: warm start: a previous :class:`Spectrum` (or eigenvectors ``[B, d, k0]``) at nearby points.
     """
-    op = _Operator(fn_or_generator, distance, space, precision, chunk_size)
+    op = _Operator(fn_or_generator, distance, space, precision, chunk_size, z_dim=_width(z))
     x = op.check_points(z)
     B, d = x.shape
     k = d if k is None else _check_int(k, "k", 1, d)
@@ -566,7 +560,7 @@ def spectrum(
     _check_int(iters, "iters", 1)
     b = min(d, k + oversample)
     Om = _start_block(B, d, b, seed, first_index, init, x.device)
-    lam, V, R, its, products = _iterate(op, x, k, b, method, iters, tol, Om)
+    lam, V, R, res, its, products = _iterate(op, x, k, b, method, iters, tol, Om)
     if not (torch.isfinite(lam).all() and torch.isfinite(V).all()):
         raise FloatingPointError("spectrum: non-finite eigenpairs (the products J v / Jᵀ u overflowed)")
     return Spectrum(
@@ -577,6 +571,7 @@ def spectrum(
         products=products,
         iterations=its,
         info={"block_size": b, "tol": tol, "converged": bool(_converged(lam, R, tol).all())},
+        residuals=res,
     )
 
 
@@ -795,7 +790,7 @@ def trace(
     J and one Jᵀ product each), ``tr(QᵀMQ)`` is exact (|J Q|², JVPs), Hutchinson on the deflated
     ``(I − QQᵀ) M (I − QQᵀ)`` with the last third; the standard error is that of the deflated part.
     """
-    op = _Operator(fn_or_generator, distance, space, precision, chunk_size)
+    op = _Operator(fn_or_generator, distance, space, precision, chunk_size, z_dim=_width(z))
     x = op.check_points(z)
     _check_choice(method, "method", ("hutchinson", "hutch++"))
     _check_int(probes, "probes", 2 if method == "hutchinson" else 6)
@@ -831,7 +826,7 @@ def off_diagonal_energy(
     """``Σ_{i≠j} M_ij² = ½ Var(xᵀ M x)`` for Rademacher x (SPEC 2), from ``|J x|²`` (JVPs only): half the
     unbiased sample variance, with the standard error of a sample variance
     ``sqrt((μ₄ − σ⁴ (n − 3)/(n − 1)) / n) / 2``."""
-    op = _Operator(fn_or_generator, distance, space, precision, chunk_size)
+    op = _Operator(fn_or_generator, distance, space, precision, chunk_size, z_dim=_width(z))
     x = op.check_points(z)
     _check_int(probes, "probes", 4)
     ops.check_u64(seed, "seed")
@@ -849,21 +844,6 @@ def off_diagonal_energy(
 
 
 SCAN_FORMAT = "tangentlens-spectra-scan"
-
-
-def _fingerprint(obj: object) -> str:
-    """What identifies a model in a checkpoint's configuration: its class and a SHA-256 of its state."""
-    if obj is None or isinstance(obj, str):
-        return str(obj)
-    name = type(obj).__qualname__
-    if not isinstance(obj, nn.Module):
-        return name
-    h = hashlib.sha256()
-    for key, t in sorted(obj.state_dict().items()):
-        t = t.detach().cpu().contiguous().reshape(-1)
-        h.update(f"{key}{tuple(t.shape)}{t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return f"{name}:{h.hexdigest()[:16]}"
 
 
 @dataclass
@@ -1051,10 +1031,10 @@ def scan(
     start block is row i of another counter stream, so every row depends only on (seed, i): the result does
     not depend on ``batch_size`` or the number of processes (torch.distributed ranks share the work), and a
     run resumed from ``checkpoint`` (written atomically every ``checkpoint_every`` seconds) equals an
-    uninterrupted one. ``generator`` is a StyleGAN-like generator, or a callable z -> tensor with ``z_dim``
-    given. Other arguments as :func:`spectrum`; ``num_directions`` fixed random unit directions give the
-    exact quadratic forms ``vᵀ M v`` per point for :func:`consistency`; ``dtype`` / ``device`` default to
-    the generator's parameters'.
+    uninterrupted one. ``generator`` is anything :func:`tangentlens.generators.as_generator` takes (a
+    plain callable z -> tensor needs ``z_dim``). Other arguments as :func:`spectrum`;
+    ``num_directions`` fixed random unit directions give the exact quadratic forms ``vᵀ M v`` per point
+    for :func:`consistency`; ``dtype`` / ``device`` default to the generator's parameters'.
     """
     _check_int(num_points, "num_points", 1)
     _check_int(batch_size, "batch_size", 1)
@@ -1066,23 +1046,14 @@ def scan(
         from tangentlens.distances import make_distance
 
         distance = make_distance(distance)
-    op = _Operator(generator, distance, space, precision, chunk_size)
-    if op.dim is None:
-        if z_dim is None:
-            raise ValueError(
-                "z_dim: expected the latent dimension for a generator that is a plain callable, got None"
-            )
-        op.dim = _check_int(z_dim, "z_dim", 1)
-    latent_dim = getattr(op.gen, "z_dim", op.dim)
+    if z_dim is not None:
+        z_dim = _check_int(z_dim, "z_dim", 1)
+    op = _Operator(generator, distance, space, precision, chunk_size, z_dim=z_dim)
+    ad = op.adapter
     d = op.dim
     kk = d if k is None else _check_int(k, "k", 1, d)
-    params = next(iter(generator.parameters()), None) if isinstance(generator, nn.Module) else None
-    dtype = dtype or (params.dtype if params is not None else torch.float32)
-    device = (
-        torch.device(device)
-        if device is not None
-        else (params.device if params is not None else torch.device("cpu"))
-    )
+    dtype = dtype or ad.dtype
+    device = torch.device(device) if device is not None else ad.device
     directions = torch.zeros(0, d, dtype=torch.float64)
     if num_directions:
         directions = ops.philox_normal(
@@ -1091,19 +1062,17 @@ def scan(
         directions = directions / directions.norm(dim=1, keepdim=True)
 
     def points(start: int, count: int) -> torch.Tensor:
-        z = ops.philox_normal(
-            seed, start, count, latent_dim, stream=STREAM_LATENT, dtype=dtype, device=device
-        )
+        z = ops.philox_normal(seed, start, count, ad.z_dim, stream=STREAM_LATENT, dtype=dtype, device=device)
         if space == "z":
             return z
         with torch.no_grad():
-            ws = generator.mapping(z, None)  # type: ignore[union-attr]
+            ws = ad.mapping(z, None)
         return ws[:, 0] if space == "w" else ws.flatten(1)
 
     def compute(start: int, count: int) -> dict[str, torch.Tensor]:
         x = points(start, count)
         sp = spectrum(
-            generator,
+            ad,
             x,
             distance=distance,
             space=space,
@@ -1138,8 +1107,8 @@ def scan(
 
     config = {
         "kind": "tangentlens.spectra.scan",
-        "generator": _fingerprint(generator),
-        "distance": _fingerprint(distance) if isinstance(distance, nn.Module) else str(distance),
+        "generator": fingerprint(ad.module),
+        "distance": fingerprint(distance) if isinstance(distance, nn.Module) else str(distance),
         "seed": seed,
         "k": kk,
         "space": space,

@@ -39,6 +39,8 @@ OutputRange = Literal["-1_1", "0_1", "0_255"]
 _RANGES = ("-1_1", "0_1", "0_255")
 NOISE_STREAM = 3  # counter-RNG streams 0-2 are z0, z1, t (tangentlens.paths)
 LABEL_STREAM = 4
+# native output range -> [-1, 1]: x * a + b
+TO_UNIT = {"-1_1": (1.0, 0.0), "0_1": (2.0, -1.0), "0_255": (1 / 127.5, -1.0)}
 
 
 def fingerprint(obj: object) -> str:
@@ -180,9 +182,51 @@ class GeneratorAdapter:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Images and their tangents ``[N, C, H, W]`` along one tangent per sample."""
         fn = _Bound(self._fn(space, c, noise), self._rules(space, c, noise))
-        with self._jvp_context():
+        with self.jvp_context():
             img, timg = _engine_jvp(fn, x, tangent.unsqueeze(1), chunk_size=1, precision=precision)
         return img, timg[:, 0]
+
+    def latent_function(self, space: Literal["z", "w", "w+"]) -> tuple[Callable, int]:
+        """``x [N, dim] -> images in [-1, 1]`` with constant noise and no labels, and dim: x is z, one w
+        broadcast to all num_ws layers (``"w"``) or the flattened ws (``"w+"``). The function carries
+        ``forward_jvp`` (for :func:`tangentlens.jvp`) when the generator has stacked rules. Cached per
+        space, so jvp's memory probe runs once."""
+        cache: dict[str, tuple[Callable, int]] = self.__dict__.setdefault("_latent_functions", {})
+        if space in cache:
+            return cache[space]
+        if space not in ("z", "w", "w+"):
+            raise ValueError(f"space: expected 'z', 'w' or 'w+', got {space!r}")
+        if space != "z" and not self.has_w:
+            raise ValueError(f"space: {space!r} needs a generator with mapping/synthesis, got a {self.kind}")
+        fn, rules = self._fn("z" if space == "z" else "w", None, None), self._rules(space[:1], None, None)
+        num_ws, w_dim = getattr(self, "num_ws", 0), getattr(self, "w_dim", 0)
+        if space != "z" and (num_ws < 1 or w_dim < 1):
+            raise ValueError(
+                f"space: {space!r} needs a generator with num_ws and w_dim attributes, got "
+                f"num_ws={num_ws}, w_dim={w_dim}"
+            )
+
+        def to_ws(x: torch.Tensor) -> torch.Tensor:  # [..., dim] -> [..., num_ws, w_dim]
+            if space == "w":
+                return x.unsqueeze(-2).expand(*x.shape[:-1], num_ws, w_dim)
+            return x.reshape(*x.shape[:-1], num_ws, w_dim)
+
+        a, b = TO_UNIT[self.output_range]
+
+        def f(x: torch.Tensor) -> torch.Tensor:
+            img = fn(x if space == "z" else to_ws(x))
+            return img if (a, b) == (1.0, 0.0) else img * a + b
+
+        fwd = None
+        if rules is not None:
+
+            def fwd(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                img, timg = rules(x, t) if space == "z" else rules(to_ws(x), to_ws(t))
+                return (img, timg) if (a, b) == (1.0, 0.0) else (img * a + b, timg * a)
+
+        dim = {"z": self.z_dim, "w": w_dim, "w+": num_ws * w_dim}[space]
+        cache[space] = (_Bound(f, fwd), dim)
+        return cache[space]
 
     def _fn(self, space: str, c: torch.Tensor | None, noise: Sequence[torch.Tensor] | None) -> Callable:
         raise NotImplementedError
@@ -192,7 +236,7 @@ class GeneratorAdapter:
     ) -> Callable | None:
         return None
 
-    def _jvp_context(self) -> contextlib.AbstractContextManager:
+    def jvp_context(self) -> contextlib.AbstractContextManager:
         return contextlib.nullcontext()
 
     def describe(self) -> dict[str, Any]:
@@ -271,7 +315,7 @@ class StyleGANAdapter(GeneratorAdapter):
 
         return fwd
 
-    def _jvp_context(self) -> contextlib.AbstractContextManager:
+    def jvp_context(self) -> contextlib.AbstractContextManager:
         if self.ours:
             return contextlib.nullcontext()
         return _nvidia_reference_ops(self.module, self.notes)
