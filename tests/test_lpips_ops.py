@@ -166,18 +166,24 @@ def test_tangent_norm_matches_jvp(impl, mode, shape, k):
         assert torch.equal(g, g.transpose(1, 2))  # the kernel fills both triangles from one sum
 
 
+def _maps_and_tangents(shape, k, dtype, layout, seed):
+    """A feature map in ``layout`` and k tangents [N, k, C, H, W] laid out to match (seeds seed, seed + 1)."""
+    f = _layout(_rand(*shape, dtype=dtype, seed=seed), layout)
+    t = _rand(shape[0], k, *shape[1:], dtype=dtype, seed=seed + 1, relu=False)
+    if layout == "channels_last":
+        t = t.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
+    elif layout == "strided":
+        t = t.transpose(0, 1).contiguous().transpose(0, 1)
+    return f, t
+
+
 @requires_native
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
 @pytest.mark.parametrize("layout", ["nchw", "channels_last", "strided"])
 @pytest.mark.parametrize("gram", [False, True])
 @pytest.mark.parametrize("shape,k", [((2, 64, 5, 7), 3), ((1, 130, 1, 1), 2), ((2, 512, 3, 3), 4)])
 def test_tangent_norm_native_matches_reference(dtype, layout, gram, shape, k):
-    f = _layout(_rand(*shape, dtype=dtype, seed=15), layout)
-    t = _rand(shape[0], k, *shape[1:], dtype=dtype, seed=16, relu=False)
-    if layout == "channels_last":
-        t = t.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
-    elif layout == "strided":
-        t = t.transpose(0, 1).contiguous().transpose(0, 1)
+    f, t = _maps_and_tangents(shape, k, dtype, layout, seed=15)
     w = _weight(shape[1])
     for mode in MODES:
         got = ops.lpips_tangent_norm(f, t, w, eps_mode=mode, gram=gram, impl="native")
@@ -196,12 +202,7 @@ def test_tangent_gram_gemm_matches_reference(monkeypatch, dtype, layout, shape, 
     """Above GRAM_NATIVE_MAX_K tangents the Gram is a GEMM over bands of rows; tiny bands force several."""
     assert k > ops.GRAM_NATIVE_MAX_K
     monkeypatch.setattr(ops, "_GRAM_BAND_ELEMENTS", shape[0] * k * shape[1] * shape[3] * 2)  # 2 rows
-    f = _layout(_rand(*shape, dtype=dtype, seed=25), layout)
-    t = _rand(shape[0], k, *shape[1:], dtype=dtype, seed=26, relu=False)
-    if layout == "channels_last":
-        t = t.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)
-    elif layout == "strided":
-        t = t.transpose(0, 1).contiguous().transpose(0, 1)
+    f, t = _maps_and_tangents(shape, k, dtype, layout, seed=25)
     w = _weight(shape[1])
     for mode in MODES:
         got = ops.lpips_tangent_norm(f, t, w, eps_mode=mode, gram=True, impl="native")

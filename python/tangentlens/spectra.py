@@ -170,11 +170,6 @@ class _Operator:
             _check_int(chunk_size, "chunk_size", 1)
         self.precision, self.chunk_size, self.space = precision, chunk_size, space
         self.adapter = _adapter(fn_or_generator, z_dim)
-        if space != "z" and not self.adapter.has_w:
-            raise ValueError(
-                f"space: {space!r} needs a generator with mapping/synthesis, got a {self.adapter.kind}; use "
-                "space='z' (the function's own input)"
-            )
         self.gen, self.dim = self.adapter.latent_function(space)  # type: ignore[arg-type]
         if isinstance(distance, str) and distance != "l2":
             from tangentlens.distances import make_distance

@@ -197,7 +197,10 @@ class GeneratorAdapter:
         if space not in ("z", "w", "w+"):
             raise ValueError(f"space: expected 'z', 'w' or 'w+', got {space!r}")
         if space != "z" and not self.has_w:
-            raise ValueError(f"space: {space!r} needs a generator with mapping/synthesis, got a {self.kind}")
+            raise ValueError(
+                f"space: {space!r} needs a generator with mapping/synthesis, got a {self.kind}; use "
+                "space='z' (the function's own input)"
+            )
         fn, rules = self._fn("z" if space == "z" else "w", None, None), self._rules(space[:1], None, None)
         num_ws, w_dim = getattr(self, "num_ws", 0), getattr(self, "w_dim", 0)
         if space != "z" and (num_ws < 1 or w_dim < 1):
