@@ -193,6 +193,24 @@ def test_partial_vs_full(method, nonlinear):
     assert dist.max() < 1e-3
 
 
+@pytest.mark.parametrize("precision", ["tf32", "bf16", "fp16"])
+def test_reduced_precision_against_float64(precision):
+    # float32 StyleGAN2 + LPIPS in z space (the mapping runs under autocast too); TF32 is emulated on the CPU
+    G = StyleGAN2Generator(z_dim=6, w_dim=6, img_resolution=16, channel_max=8, mapping_layers=2, seed=0)
+    lp = tangentlens.LPIPS("vgg16", pretrained=False)
+    z = _rand(2, 6, seed=3)
+    ref = spectra.spectrum(G.double(), z, distance=lp.double()).eigenvalues[:, :3]
+    G, lp = G.float(), lp.float()
+    errors = {}
+    for method, k in (("full", None), ("lanczos", 3)):
+        sp = spectra.spectrum(G, z.float(), distance=lp, precision=precision, method=method, k=k)
+        errors[method] = ((sp.eigenvalues[:, :3] - ref).abs() / ref).max().item()
+    print(f"spectrum {precision}: top-3 max relative error {errors}")
+    assert max(errors.values()) < (0.02 if precision == "tf32" else 0.15)
+    if precision == "tf32":  # the emulation is on: float32 alone is ~1e-6 off
+        assert min(errors.values()) > 1e-4
+
+
 def test_partial_on_stylegan_warm_start():
     G = _tiny_generator(8)
     z = _rand(2, 6, seed=17)

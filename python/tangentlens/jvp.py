@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tangentlens._extension import Impl, default_impl
+from tangentlens.tf32 import emulate_tf32
 
 __all__ = ["CoverageReport", "JVPInfo", "Unsupported", "coverage", "jvp"]
 
@@ -194,7 +195,11 @@ def _precision(precision: Precision, device: torch.device) -> Iterator[None]:
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     try:
-        if precision in ("fp16", "bf16"):
+        if tf32 and device.type != "cuda":
+            # no tensor cores: emulate their rounding so "tf32" means the same numbers everywhere
+            with emulate_tf32():
+                yield
+        elif precision in ("fp16", "bf16"):
             # autocast runs matmuls/convolutions in the low dtype and keeps reductions and normalisations
             # (sum, norm, softmax, ...) in float32.
             dtype = torch.float16 if precision == "fp16" else torch.bfloat16
@@ -376,7 +381,8 @@ def jvp(
         method: ``"forward"`` (vmapped forward mode; an error if an op lacks a forward rule),
             ``"double_vjp"``, or ``"auto"``: forward mode, else the reference ops, else double-VJP, with a
             warning naming the ops.
-        precision: ``"fp32"`` (TF32 off), ``"tf32"``, ``"fp16"`` / ``"bf16"`` (autocast: convolutions and
+        precision: ``"fp32"`` (TF32 off), ``"tf32"`` (tensor cores on CUDA, emulated elsewhere by
+            :func:`tangentlens.tf32.emulate_tf32`), ``"fp16"`` / ``"bf16"`` (autocast: convolutions and
             matmuls in the low dtype, reductions and normalisations in fp32).
         crosscheck: with reduced precision, recompute this many points in fp32 and report the relative tangent
             error in the info.

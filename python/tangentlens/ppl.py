@@ -612,6 +612,8 @@ def _resolve(
     _warn_fd(protocol, gen, notes)
     if protocol.method == "jvp" and protocol.quantize_uint8:
         notes.append("method='jvp': the uint8 quantisation has no derivative and is left out (exact limit)")
+    if protocol.precision == "tf32" and dev.type != "cuda":
+        notes.append(f"precision='tf32' on {dev.type}: tensor-core rounding emulated (tangentlens.tf32)")
     resolution = getattr(gen.module, "img_resolution", None)
     float_dtype = gen.dtype
     if isinstance(dist, nn.Module):

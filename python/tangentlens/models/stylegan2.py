@@ -121,7 +121,8 @@ class FullyConnectedLayer(nn.Module):
                 b = b * self.bias_gain
         if self.activation == "linear" and b is not None:
             return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act(x.matmul(w.t()), b, act=self.activation, impl=self.impl)
+        y = x.matmul(w.t())  # under autocast y is in the low dtype while x is not
+        return bias_act(y, None if b is None else b.to(y.dtype), act=self.activation, impl=self.impl)
 
     def forward_stacked(self, X: torch.Tensor) -> torch.Tensor:
         """Primal and tangents stacked ``[B, 1 + k, in]`` (see tangentlens.forward_rules)."""
