@@ -423,3 +423,57 @@ def test_tangent_norms_stacked_trunk_matches_torch_func(net, input_range):
     via_func = lp.tangent_norms(x.clone().requires_grad_(True), v, gram=True).detach()
     torch.testing.assert_close(stacked, via_func, rtol=1e-11, atol=1e-15)
     assert torch.diagonal(stacked, dim1=1, dim2=2).min() > 0
+
+
+@pytest.mark.parametrize("net", ["vgg16", "alex"])
+def test_stacked_trunk_channels_last_matches_nchw(net):
+    """The stacked pass in channels_last gives the NCHW pass's taps, in channels_last (float64: in float32
+    a primal within rounding of a ReLU kink or of a max-pool tie may go either way in either layout)."""
+    trunk = LPIPS(net, pretrained=False).trunk.double()
+    g = torch.Generator().manual_seed(13)
+    X = torch.randn(2, 5, 3, 37, 41, generator=g, dtype=torch.float64)  # odd sizes: uneven pooling windows
+    with torch.no_grad():
+        ref = trunk.forward_stacked(X)
+        cl = trunk.forward_stacked(X, channels_last=True)
+    for a, b in zip(cl, ref, strict=True):
+        assert a.shape == b.shape
+        assert a.stride(2) == 1 or a.shape[-1] * a.shape[-2] == 1  # channels innermost
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12 * b.abs().max().item())
+
+
+@pytest.mark.parametrize(
+    "pool", [torch.nn.MaxPool2d(2, 2), torch.nn.MaxPool2d(3, 2), torch.nn.MaxPool2d(3, 2, 1, ceil_mode=True)]
+)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_stacked_max_pool_channels_last_is_exact(pool, dtype):
+    """The max-pool tangent rule gathers the same elements in both layouts (a copy: bit-equal)."""
+    from tangentlens.models.trunks import _stacked_layer
+
+    g = torch.Generator().manual_seed(14)
+    X = torch.randn(3 * 4, 6, 11, 13, generator=g, dtype=dtype)
+    ref = _stacked_layer(pool, X, 3)
+    out = _stacked_layer(pool, X.contiguous(memory_format=torch.channels_last), 3)
+    assert out.stride(1) == 1
+    torch.testing.assert_close(out, ref, rtol=0, atol=0)
+    # the tangent is the tangent at the primal's maximum: one torch.func.jvp per tangent
+    G = X.view(3, 4, 6, 11, 13)
+    for i in range(1, 4):
+        _, t = torch.func.jvp(pool, (G[:, 0],), (G[:, i],))
+        torch.testing.assert_close(out.view(3, 4, *out.shape[1:])[:, i], t, rtol=0, atol=0)
+
+
+def test_native_lpips_runs_channels_last_on_cpu_float32():
+    """impl='auto' on a CPU in float32 runs the trunk in channels_last; the reference impl stays NCHW; both
+    give the same distances and tangent Grams."""
+    lp = LPIPS("vgg16", pretrained=False)
+    ref = LPIPS("vgg16", pretrained=False, impl="reference")
+    ref.load_state_dict(lp.state_dict())
+    x0, x1 = _images(3, 36, 21), _images(3, 36, 22)
+    assert lp.features(x0)[0].is_contiguous(memory_format=torch.channels_last)
+    assert ref.features(x0)[0].is_contiguous()
+    assert lp.double().features(x0.double())[0].is_contiguous()  # float64 keeps NCHW
+    lp.float()
+    torch.testing.assert_close(lp(x0, x1), ref(x0, x1), rtol=1e-5, atol=0)
+    v = torch.randn(3, 20, 3, 36, 36, generator=torch.Generator().manual_seed(23))
+    a, b = lp.tangent_norms(x0, v, gram=True), ref.tangent_norms(x0, v, gram=True)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item())

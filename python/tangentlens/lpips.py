@@ -251,10 +251,19 @@ class LPIPS(nn.Module):
     def linear_weights(self) -> list[torch.Tensor]:
         return [getattr(self, f"lin{i}") for i in range(len(self.trunk.channels))]
 
+    def _channels_last(self, x: torch.Tensor) -> bool:
+        """Whether the trunk runs in channels_last: on a CPU in float32 with the native implementation,
+        where oneDNN's NHWC convolutions are 1.1-1.9x faster on VGG's layers. The reference implementation
+        keeps torch's default NCHW, as the peers run it."""
+        return self.impl != "reference" and x.device.type == "cpu" and x.dtype == torch.float32
+
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_range == "0_255":
             x = x / 127.5 - 1.0
-        return (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
+        x = (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
+        if x.dim() == 4 and self._channels_last(x):
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The trunk's taps for images ``x`` (in ``input_range``)."""
@@ -308,7 +317,7 @@ class LPIPS(nn.Module):
             X = torch.cat([self._prepare(x).unsqueeze(1), v / tscale], dim=1)
             try:
                 with torch.no_grad():
-                    taps = self.trunk.forward_stacked(X)
+                    taps = self.trunk.forward_stacked(X, channels_last=self._channels_last(X))
                 primal, tans = [t[:, 0] for t in taps], [t[:, 1:] for t in taps]
             except NotImplementedError:  # e.g. SqueezeNet's Fire modules
                 primal = tans = None

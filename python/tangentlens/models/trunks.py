@@ -25,12 +25,15 @@ class Trunk(nn.Module):
 
     features: nn.Sequential
 
-    def forward_stacked(self, X: torch.Tensor) -> list[torch.Tensor]:
+    def forward_stacked(self, X: torch.Tensor, *, channels_last: bool = False) -> list[torch.Tensor]:
         """The taps of primal and tangents stacked ``[N, 1 + k, 3, H, W]`` (inputs already scaled), each
         ``[N, 1 + k, C, h, w]``: one pass per layer for all of them (conv, ReLU, max-pool trunks; others
-        raise NotImplementedError). Run it without autograd."""
+        raise NotImplementedError). Run it without autograd. ``channels_last``: run the layers in that
+        memory format (the taps come out in it)."""
         n = X.shape[0]
         x = X.reshape(-1, *X.shape[2:])
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         taps: list[torch.Tensor] = []
         ends = iter(self.tap_ends)
         end = next(ends)
@@ -74,10 +77,15 @@ def _stacked_layer(layer: nn.Module, X: torch.Tensor, n: int) -> torch.Tensor:
         y, idx = F.max_pool2d(
             G[:, 0], layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode, True
         )
+        c, h, w = y.shape[1:]
+        if X.dim() == 4 and X.is_contiguous(memory_format=torch.channels_last) and not X.is_contiguous():
+            # gather along the pixels of [n, 1+k, H*W, C] views: no copy out of channels_last and back
+            flat = G.permute(0, 1, 3, 4, 2).reshape(n, k1, -1, G.shape[2])
+            where = idx.permute(0, 2, 3, 1).reshape(n, 1, h * w, c).expand(-1, k1, -1, -1)
+            return flat.gather(2, where).view(n * k1, h, w, c).permute(0, 3, 1, 2)
         flat = G.flatten(3)  # [n, 1+k, C, H*W]
         out = flat.gather(3, idx.flatten(2)[:, None].expand(-1, k1, -1, -1))
-        out = out.view(n, k1, *y.shape[1:])
-        return out.reshape(n * k1, *y.shape[1:])
+        return out.view(n * k1, c, h, w)
     raise NotImplementedError(f"no stacked forward rule for {type(layer).__name__}")
 
 
