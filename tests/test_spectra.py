@@ -72,6 +72,24 @@ def test_linear_metric_exact(method):
         assert (sp.error_bounds == 0).all()
 
 
+@pytest.mark.parametrize("via", ["gram", "svd"])
+def test_full_splits_points_on_cpu(monkeypatch, via):
+    G = _tiny_generator(8)
+    z = _rand(5, 6, seed=19)
+    whole = spectra.spectrum(G, z, method="full", via=via)
+    calls = []
+    name = "gram" if via == "gram" else "jv"
+    orig = getattr(spectra._Operator, name)
+    monkeypatch.setattr(spectra, "CPU_ROWS_PER_PASS", 14)  # two points of 1 + 6 rows per pass
+    monkeypatch.setattr(spectra._Operator, name, lambda self, x, V: calls.append(len(x)) or orig(self, x, V))
+    split = spectra.spectrum(G, z, method="full", via=via)
+    assert calls == [2, 2, 1]
+    scale = whole.eigenvalues.max().item()
+    torch.testing.assert_close(split.metric, whole.metric, rtol=1e-12, atol=1e-13 * scale)
+    torch.testing.assert_close(split.eigenvalues, whole.eigenvalues, rtol=1e-12, atol=1e-13 * scale)
+    assert split.eigenvectors.shape == whole.eigenvectors.shape == (5, 6, 6)
+
+
 def test_full_svd_keeps_small_eigenvalues():
     # condition number 1e12: the Gram squares it past float64's reach, the SVD does not
     s = torch.logspace(0, -6, 5, dtype=torch.float64)

@@ -525,7 +525,9 @@ def spectrum(
             lanczos).
         tol: a point stops when every top-k error bound (see :class:`Spectrum`) is below ``tol · λ_j``.
         precision, chunk_size: passed to :func:`tangentlens.jvp` (chunk_size also splits the reverse
-            passes and the LPIPS products).
+            passes and the LPIPS products). On a CPU the full method also splits the points so that a
+            stacked pass has at most ``CPU_ROWS_PER_PASS`` (256) rows of points x (1 + tangents), or one
+            point: larger passes fall out of the cache.
         seed, first_index: the random start block of point b is row ``first_index + b`` of the
             counter-based generator (results do not depend on the batch composition).
         init: warm start: a previous :class:`Spectrum` (or eigenvectors ``[B, d, k0]``) at nearby points.
@@ -570,18 +572,36 @@ def spectrum(
     )
 
 
-def _full(op: _Operator, x: torch.Tensor, k: int, via: str) -> Spectrum:
+# On a CPU a stacked pass of more rows (points x (1 + tangents)) than this runs slower per row: its
+# activations leave the cache (d = 128 at 32²: 8 points in one pass cost 1.4x one point per pass).
+CPU_ROWS_PER_PASS = 256
+
+
+def _points_per_pass(op: _Operator, x: torch.Tensor) -> int:
+    B, d = x.shape
+    if x.device.type != "cpu":
+        return B
+    rows = 1 + min(d, op.chunk_size or d)
+    return max(1, CPU_ROWS_PER_PASS // rows)
+
+
+def _full_group(op: _Operator, x: torch.Tensor, via: str) -> tuple[torch.Tensor, ...]:
     B, d = x.shape
     basis = torch.eye(d, dtype=x.dtype, device=x.device).expand(B, d, d)
     if via == "svd":
         J = op.jv(x, basis).double().transpose(1, 2)  # [B, D, d]
         _, s, Vh = torch.linalg.svd(J, full_matrices=False)
-        lam, V = s.square(), Vh.transpose(1, 2)
-        M = J.transpose(1, 2) @ J
-    else:
-        M = op.gram(x, basis)
-        M = 0.5 * (M + M.transpose(1, 2))
-        lam, V = _eigh_desc(M)
+        return s.square(), Vh.transpose(1, 2), J.transpose(1, 2) @ J
+    M = op.gram(x, basis)
+    M = 0.5 * (M + M.transpose(1, 2))
+    return *_eigh_desc(M), M
+
+
+def _full(op: _Operator, x: torch.Tensor, k: int, via: str) -> Spectrum:
+    B, d = x.shape
+    step = _points_per_pass(op, x)
+    groups = [_full_group(op, x[s : s + step], via) for s in range(0, B, step)]
+    lam, V, M = (torch.cat(parts) for parts in zip(*groups, strict=True))
     if not torch.isfinite(M).all():
         raise FloatingPointError("spectrum: the metric M has non-finite entries (J v overflowed)")
     return Spectrum(
