@@ -137,18 +137,44 @@ def _dist() -> tuple[int, int]:
     return 0, 1
 
 
+def _all_gather_json(obj: Any, device: torch.device) -> list[Any]:
+    """Every rank's JSON-able ``obj``, sent as UTF-8 bytes in a tensor (no pickles between processes)."""
+    dist = torch.distributed
+    world = dist.get_world_size()
+    data = torch.tensor(list(json.dumps(obj).encode()), dtype=torch.uint8, device=device)
+    size = torch.tensor([data.numel()], dtype=torch.int64, device=device)
+    sizes = [torch.empty_like(size) for _ in range(world)]
+    dist.all_gather(sizes, size)
+    longest = max(int(n) for n in sizes)
+    padded = torch.zeros(longest, dtype=torch.uint8, device=device)
+    padded[: data.numel()] = data
+    parts = [torch.empty_like(padded) for _ in range(world)]
+    dist.all_gather(parts, padded)
+    return [json.loads(bytes(p[: int(n)].tolist()).decode()) for p, n in zip(parts, sizes, strict=True)]
+
+
+def _layout(rows: Rows) -> dict[str, list[Any]]:
+    return {k: [list(v.shape[1:]), str(v.dtype).removeprefix("torch.")] for k, v in rows.items()}
+
+
 def _gather(rows: Rows | None, error: str | None, count: int, batch: int, device: torch.device) -> list[Rows]:
-    """All ranks' rows (padded to ``batch`` for the collective), or raise if any rank failed."""
+    """All ranks' rows (padded to ``batch`` for the collective), or raise if any rank failed. A rank with
+    no rows (idle at the end of a short run) takes the row layout from rank 0, which always has work."""
     dist = torch.distributed
     world = dist.get_world_size()
     status = torch.tensor([0 if error is None else 1, count], dtype=torch.int64, device=device)
     statuses = [torch.empty_like(status) for _ in range(world)]
     dist.all_gather(statuses, status)
     if any(int(s[0]) for s in statuses):
-        msgs: list[Any] = [None] * world
-        dist.all_gather_object(msgs, error)  # strings only
+        msgs = _all_gather_json(error, device)
         failed = [f"rank {r}: {m}" for r, m in enumerate(msgs) if m is not None]
         raise RuntimeError("a rank failed during the distributed run:\n" + "\n".join(failed))
+    if any(int(s[1]) == 0 for s in statuses):
+        layout = _all_gather_json(_layout(rows) if rows is not None else None, device)[0]
+        if rows is None:
+            rows = {
+                k: torch.empty((0, *shape), dtype=getattr(torch, dt)) for k, (shape, dt) in layout.items()
+            }
     assert rows is not None
     out: list[Rows] = [{} for _ in range(world)]
     for name in sorted(rows):
@@ -268,10 +294,6 @@ def stream(
                     raise
                 error = f"{type(exc).__name__}: {exc}"
             if world > 1:
-                if rows is None and error is None:  # an idle rank at the end: empty rows of the right shape
-                    rows = {k: v[0][:0] for k, v in chunks.items()} if chunks else None
-                    if rows is None:
-                        rows = {k: v[:0] for k, v in compute(0, 1).items()}
                 gathered = _gather(rows, error, count, batch_size, device)
             else:
                 assert rows is not None
