@@ -477,3 +477,8 @@ def test_native_lpips_runs_channels_last_on_cpu_float32():
     v = torch.randn(3, 20, 3, 36, 36, generator=torch.Generator().manual_seed(23))
     a, b = lp.tangent_norms(x0, v, gram=True), ref.tangent_norms(x0, v, gram=True)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item())
+    # inside torch.func (vmap cannot change the memory format) the trunk stays NCHW
+    c = lp.tangent_norms(x0.clone().requires_grad_(True), v, gram=True).detach()
+    torch.testing.assert_close(c, b, rtol=1e-4, atol=1e-5 * b.abs().max().item())
+    tan = torch.func.vmap(lambda t: torch.func.jvp(lp.embed, (x0,), (t,))[1], in_dims=1)(v)
+    torch.testing.assert_close(tan.square().sum(-1).T, torch.diagonal(b, dim1=1, dim2=2), rtol=1e-4, atol=0)

@@ -254,8 +254,14 @@ class LPIPS(nn.Module):
     def _channels_last(self, x: torch.Tensor) -> bool:
         """Whether the trunk runs in channels_last: on a CPU in float32 with the native implementation,
         where oneDNN's NHWC convolutions are 1.1-1.9x faster on VGG's layers. The reference implementation
-        keeps torch's default NCHW, as the peers run it."""
-        return self.impl != "reference" and x.device.type == "cpu" and x.dtype == torch.float32
+        keeps torch's default NCHW, as the peers run it. Not inside torch.func transforms: vmap cannot
+        change a tensor's memory format."""
+        return (
+            self.impl != "reference"
+            and x.device.type == "cpu"
+            and x.dtype == torch.float32
+            and not torch._C._functorch.is_functorch_wrapped_tensor(x)
+        )
 
     def _prepare(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_range == "0_255":
