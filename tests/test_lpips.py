@@ -470,6 +470,7 @@ def test_native_lpips_runs_channels_last_on_cpu_float32():
     ref.load_state_dict(lp.state_dict())
     x0, x1 = _images(3, 36, 21), _images(3, 36, 22)
     assert lp.features(x0)[0].is_contiguous(memory_format=torch.channels_last)
+    assert lp.features(x0.clone().requires_grad_(True))[0].is_contiguous()  # a reverse pass follows: NCHW
     assert ref.features(x0)[0].is_contiguous()
     assert lp.double().features(x0.double())[0].is_contiguous()  # float64 keeps NCHW
     lp.float()
