@@ -469,11 +469,22 @@ def test_native_lpips_runs_channels_last_on_cpu_float32():
     ref = LPIPS("vgg16", pretrained=False, impl="reference")
     ref.load_state_dict(lp.state_dict())
     x0, x1 = _images(3, 36, 21), _images(3, 36, 22)
-    assert lp.features(x0)[0].is_contiguous(memory_format=torch.channels_last)
-    assert lp.features(x0.clone().requires_grad_(True))[0].is_contiguous()  # a reverse pass follows: NCHW
-    assert ref.features(x0)[0].is_contiguous()
-    assert lp.double().features(x0.double())[0].is_contiguous()  # float64 keeps NCHW
+
+    def layout(m: LPIPS, x: torch.Tensor) -> str:
+        f = m.trunk(m._prepare(x))[0]
+        return (
+            "nchw"
+            if f.is_contiguous()
+            else "nhwc"
+            if f.is_contiguous(memory_format=torch.channels_last)
+            else "?"
+        )
+
+    assert layout(lp, x0) == "nhwc" and layout(ref, x0) == "nchw"
+    assert layout(lp, x0.clone().requires_grad_(True)) == "nchw"  # a reverse pass follows
+    assert layout(lp.double(), x0.double()) == "nchw"  # float64
     lp.float()
+    assert all(f.is_contiguous() for f in lp.features(x0))  # the public taps are NCHW either way
     torch.testing.assert_close(lp(x0, x1), ref(x0, x1), rtol=1e-5, atol=0)
     v = torch.randn(3, 20, 3, 36, 36, generator=torch.Generator().manual_seed(23))
     a, b = lp.tangent_norms(x0, v, gram=True), ref.tangent_norms(x0, v, gram=True)

@@ -274,8 +274,9 @@ class LPIPS(nn.Module):
         return x
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """The trunk's taps for images ``x`` (in ``input_range``)."""
-        return self.trunk(self._prepare(_check_image(x, "x")))
+        """The trunk's taps for images ``x`` (in ``input_range``), NCHW-contiguous whatever layout the trunk
+        ran in (so ``.view`` works on them)."""
+        return [f.contiguous() for f in self.trunk(self._prepare(_check_image(x, "x")))]
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
         x0, x1 = _check_image(x0, "x0"), _check_image(x1, "x1")
