@@ -259,6 +259,8 @@ class _NvidiaLike(torch.nn.Module):
         return (torch.sqrt(self.lin.view(1, -1, 1, 1) / hw) * f).flatten(1)
 
 
+# NVIDIA's vgg16.pt is a TorchScript archive: writing and reading one needs torch.jit (deprecated in 2.13)
+@pytest.mark.filterwarnings("ignore:`torch.jit.(save|load)` is deprecated:DeprecationWarning")
 def test_nvidia_torchscript_loader(tmp_path):
     g = torch.Generator().manual_seed(11)
     weight, bias, lin = (
