@@ -498,12 +498,13 @@ def test_bad_inputs(G64) -> None:
         ppl(G64, preset="nvidia", num_samples=4)
     with pytest.raises(ValueError, match="space"):
         ppl(G64, space="x", num_samples=4)
-    with pytest.raises(ValueError, match="num_samples"):
+    # the protocol's warning comes first (resolving the preset), then the missing num_samples
+    with pytest.raises(ValueError, match="num_samples"), pytest.warns(FiniteDifferenceWarning, match="uint8"):
         ppl(G64, preset="torch_fidelity", distance="l2", progress=False)
     with pytest.raises(ValueError, match="num_samples"):
-        ppl(G64, num_samples=0)
+        ppl(G64, num_samples=0, distance="l2")
     with pytest.raises(ValueError, match="z0: expected z_dim = 12"):
-        ppl_distances(G64, z0[:, :5], z1[:, :5])
+        ppl_distances(G64, z0[:, :5], z1[:, :5], distance="l2")
     with pytest.raises(ValueError, match="z_dim"):
         as_generator(lambda z: z)
     with pytest.raises(ValueError, match="space='w'"):
