@@ -13,6 +13,9 @@ of vmapped batches and of backward passes: everything a GPU would run on its ten
 ops, reductions and our own kernels are left in float32, as on the GPU. NVIDIA does not specify how
 the hardware converts; we round to nearest, ties to even (a truncating conversion would differ by at most
 one TF32 ulp per operand).
+
+Emulation is for checking numbers, not for speed: the rounding passes and the Python dispatch make a CPU run
+about 1.6x slower than float32 (PPL, StyleGAN2 64² + LPIPS-VGG16).
 """
 
 from __future__ import annotations
