@@ -370,6 +370,17 @@ def test_ppl_result_and_batch_invariance(G64) -> None:
     assert r.config["generator"]["fingerprint"] and r.versions["torch"] == torch.__version__
 
 
+def test_default_batch_is_device_aware(G64) -> None:
+    from tangentlens.ppl import CPU_BATCH_SIZE
+
+    kw = dict(num_samples=6, distance="l2", progress=False, bootstrap=0, seed=3)
+    default = ppl(G64, **kw)
+    assert default.config["batch_size"] == CPU_BATCH_SIZE == 4
+    assert ppl(G64, batch_size=5, **kw).config["batch_size"] == 5  # explicit wins
+    torch.testing.assert_close(ppl(G64, batch_size=5, **kw).distances, default.distances, rtol=1e-12, atol=0)
+    assert ppl(G64, preset="stylegan2", **kw).config["batch_size"] == 2  # a preset keeps its own
+
+
 def test_checkpoint_resume_is_bit_identical(G32, tmp_path, monkeypatch) -> None:
     full = _run(G32, num_samples=40)
     ck = tmp_path / "run.ckpt"

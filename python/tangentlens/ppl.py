@@ -91,6 +91,9 @@ class PPLProtocol:
 
 
 DEFAULT = PPLProtocol(name="tangentlens")
+# the default protocol's batch on a CPU: small batches keep a layer's activations in cache (at 64² with 128
+# channels, 4 samples per batch ran 1.2x faster than 16 on 2 cores); the batch never changes the result
+CPU_BATCH_SIZE = 4
 PRESETS: dict[str, PPLProtocol] = {
     # NVIDIA stylegan2-ada-pytorch `ppl2_wend`: W, end, no crop, box to 256, fp32, batch 2 per GPU.
     "stylegan2": PPLProtocol(name="stylegan2", method="fd", batch_size=2),
@@ -605,6 +608,8 @@ def _resolve(
     dev = torch.device(device) if device is not None else gen.device
     if isinstance(gen.module, nn.Module) and gen.device != dev:
         gen.module.to(dev)
+    if preset is None and "batch_size" not in given and dev.type == "cpu":
+        protocol = replace(protocol, batch_size=CPU_BATCH_SIZE)
     if protocol.space == "w" and not gen.has_w:
         raise ValueError(f"space='w': the generator ({gen.kind}) has no mapping network; use space='z'")
     dist = _resolve_distance(distance, protocol, dev)
@@ -728,6 +733,8 @@ def ppl(
         space, sampling, method, epsilon, crop, resize, precision, z_interp: the protocol (SPEC 4); ``method``
             ``"jvp"`` is the exact eps -> 0 limit, ``"fd"`` the peers' finite difference.
         num_samples: samples to draw (the maximum with ``target_rel_ci``).
+        batch_size: samples per forward pass; changes the speed, never the result. Default: the preset's,
+            and for tangentlens' protocol 16 on a GPU, ``CPU_BATCH_SIZE`` (4) on a CPU.
         distance: ``"auto"`` (LPIPS-VGG16 when its weights are found, else pixels with a warning),
             ``"lpips-vgg16"``, ``"l2"``, an LPIPS module or a callable ``d(x0, x1) -> [N]``.
         seed: sample i's latents, t, labels and noise derive from (seed, i) only: the result does not depend
