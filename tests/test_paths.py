@@ -405,3 +405,55 @@ def test_raw_sample_op_checks_its_outputs():
             True,
             1e-4,
         )
+
+
+# ---- torchmetrics' slerp of raw vectors (pure PyTorch, used by the PPL engine) ----------------------------
+
+
+def _torchmetrics_slerp_any(a: list[float], b: list[float], t: float, eps: float = 1e-7) -> list[float]:
+    """torchmetrics' slerp_any for one row, from its description, in Python floats."""
+    na, nb = math.sqrt(sum(x * x for x in a)), math.sqrt(sum(x * x for x in b))
+    ua = [x / max(na, eps) for x in a]
+    ub = [x / max(nb, eps) for x in b]
+    d = sum(x * y for x, y in zip(ua, ub, strict=True))
+    zero = math.sqrt(sum(x * x for x in ua)) < eps or math.sqrt(sum(x * x for x in ub)) < eps
+    if zero or d > 1 - eps or d < -1 + eps:
+        return [x + (y - x) * t for x, y in zip(a, b, strict=True)]
+    w = math.acos(d)
+    s = max(math.sin(w), eps)
+    return [(math.sin((1 - t) * w) * x + math.sin(t * w) * y) / s for x, y in zip(a, b, strict=True)]
+
+
+def test_slerp_raw_matches_torchmetrics_and_its_tangent():
+    g = torch.Generator().manual_seed(31)
+    a = torch.randn(6, 5, generator=g, dtype=torch.float64) * torch.tensor([[0.5], [1], [2], [3], [1], [1]])
+    b = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    b[3] = -2.5 * a[3]  # antipodal: lerp
+    b[4] = 3 * a[4]  # collinear: lerp
+    a[5] = 0  # zero: lerp
+    t = torch.tensor([0.0, 0.3, 1.0, 0.6, 0.2, 0.7], dtype=torch.float64)
+    p, dp = paths.slerp_raw_with_tangent(a, b, t)
+    ref = torch.tensor(
+        [_torchmetrics_slerp_any(a[i].tolist(), b[i].tolist(), float(t[i])) for i in range(6)],
+        dtype=torch.float64,
+    )
+    torch.testing.assert_close(p, ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(p[0], a[0], rtol=0, atol=1e-15)  # t = 0 is a itself, not a/|a|
+    torch.testing.assert_close(p[2], b[2], rtol=1e-12, atol=1e-12)  # t = 1 is b
+    # norms move between |a| and |b| (slerp_any), while unit=True stays on the sphere
+    q, dq = paths.slerp_raw_with_tangent(a[:3], b[:3], t[:3], unit=True)
+    torch.testing.assert_close(q.norm(dim=1), torch.ones(3, dtype=torch.float64), rtol=1e-12, atol=0)
+    torch.testing.assert_close(q, p[:3] / p[:3].norm(dim=1, keepdim=True), rtol=1e-12, atol=0)
+    # tangents vs central differences
+    h = 1e-6
+    for unit, (val, tan) in ((False, (p, dp)), (True, (q, dq))):
+        rows = slice(None) if not unit else slice(0, 3)
+        fwd = paths.slerp_raw_with_tangent(a[rows], b[rows], t[rows] + h, unit=unit)[0]
+        bwd = paths.slerp_raw_with_tangent(a[rows], b[rows], t[rows] - h, unit=unit)[0]
+        torch.testing.assert_close(tan, (fwd - bwd) / (2 * h), rtol=1e-6, atol=1e-8)
+        assert val.shape == tan.shape
+    # a scalar t and a float32 input
+    p32, _ = paths.slerp_raw_with_tangent(a[:3].float(), b[:3].float(), 0.25)
+    assert p32.dtype == torch.float32
+    with pytest.raises(ValueError, match="b: expected the shape of a"):
+        paths.slerp_raw_with_tangent(a, b[:, :4], 0.5)

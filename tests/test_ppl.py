@@ -224,7 +224,7 @@ def test_jvp_is_the_fd_limit(G64, lpips64, space) -> None:
     assert np.median(errs[1]) < np.median(errs[0]) / 20
 
 
-@pytest.mark.parametrize("interp", ["slerp", "lerp"])
+@pytest.mark.parametrize("interp", ["slerp", "lerp", "slerp_any", "slerp_any_unit"])
 def test_jvp_generic_paths_agree(interp) -> None:
     # a generator without stacked rules (plain callable) and each distance kind: l2, embed, bare callable
     A = torch.randn(6, 3 * 8 * 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))

@@ -82,9 +82,45 @@ def test_exact_mode_and_errors(tm_module) -> None:
     assert torch.isfinite(mean) and mean > 0
     with pytest.raises(ValueError, match="batch_size"):
         tm_module.PerceptualPathLength(batch_size=0)
-    with pytest.raises(NotImplementedError, match="slerp_any"):
-        tm_module.PerceptualPathLength(interpolation_method="slerp_any", sim_net=net)
+    with pytest.raises(ValueError, match="interpolation_method"):
+        tm_module.PerceptualPathLength(interpolation_method="slerp", sim_net=net)
     with pytest.raises(NotImplementedError, match="sample"):
         m.update(lambda z: z)
     with pytest.raises(RuntimeError, match="update"):
         tm_module.PerceptualPathLength(sim_net=net).compute()
+
+
+def _slerp_any(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    """torchmetrics' slerp_any from its description (no collinear rows among Gaussian draws)."""
+    ua, ub = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
+    w = (ua * ub).sum(1, keepdim=True).acos()
+    return (((1 - t) * w).sin() * a + (t * w).sin() * b) / w.sin()
+
+
+@pytest.mark.parametrize("interp", ["slerp_any", "slerp_unit"])
+def test_slerp_paths_match_torchmetrics(tm_module, interp) -> None:
+    net = LPIPS("vgg16", pretrained=False, eps_mode="torchmetrics").double()
+    G = Gen()
+    m = tm_module.PerceptualPathLength(num_samples=12, batch_size=5, sim_net=net, interpolation_method=interp)
+    m.update(G)
+    torch.manual_seed(3)
+    _, _, kept = m.compute()
+    torch.manual_seed(3)
+    z0, z1 = G.sample(12), G.sample(12)
+    eps = 1e-4
+    a, b = z0, _slerp_any(z0, z1, eps)
+    if interp == "slerp_unit":  # both points on the normalised path (torchmetrics starts from the raw z0)
+        a, b = a / a.norm(dim=1, keepdim=True), b / b.norm(dim=1, keepdim=True)
+    out = G(torch.cat([a, b]))
+    x = F.interpolate(2 * (out / 255) - 1, size=(64, 64), mode="bilinear", align_corners=False)
+    d = net(*x.chunk(2)) / eps**2
+    lo, hi = torch.quantile(d, 0.01, interpolation="lower"), torch.quantile(d, 0.99, interpolation="lower")
+    torch.testing.assert_close(kept, d[(d >= lo) & (d <= hi)], rtol=1e-7, atol=0)
+    # the exact mode is the eps -> 0 limit of the same path
+    m_jvp = tm_module.PerceptualPathLength(
+        num_samples=12, batch_size=5, sim_net=net, interpolation_method=interp, method="jvp"
+    )
+    m_jvp.update(G)
+    torch.manual_seed(3)
+    _, _, kept_jvp = m_jvp.compute()
+    torch.testing.assert_close(kept_jvp, kept, rtol=2e-3, atol=0)

@@ -25,7 +25,15 @@ Interp = Literal["slerp", "lerp"]
 Sampling = Literal["full", "end"]
 _MODES = {"lerp": 0, "slerp": 1}
 
-__all__ = ["PathSamples", "lerp", "lerp_with_tangent", "sample", "slerp", "slerp_with_tangent"]
+__all__ = [
+    "PathSamples",
+    "lerp",
+    "lerp_with_tangent",
+    "sample",
+    "slerp",
+    "slerp_raw_with_tangent",
+    "slerp_with_tangent",
+]
 
 
 @dataclass
@@ -207,3 +215,40 @@ def lerp_with_tangent(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(lerp(a, b, t), b - a)``."""
     return _interpolate(a, b, t, 0, True, impl)
+
+
+def slerp_raw_with_tangent(
+    a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | float, *, unit: bool = False, eps: float = 1e-7
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """torchmetrics' spherical interpolation of the raw vectors and its t-derivative, over the last dim.
+
+    ``p(t) = (sin((1 - t) w) a + sin(t w) b) / sin w`` with ``w`` the angle between a and b: the vectors
+    are not normalised, so the norm moves between ``|a|`` and ``|b|`` (torchmetrics' ``"slerp_any"``);
+    ``p'(t) = w (cos(t w) b - cos((1 - t) w) a) / sin w``. Where a or b is zero or they are collinear
+    (``|cos w| > 1 - eps``) it is the lerp ``a + t (b - a)``, as torchmetrics does. ``unit=True`` gives
+    ``q = p / |p|`` and ``q' = (p' - q <q, p'>) / |p|`` (torchmetrics' ``"slerp_unit"``). Pure PyTorch in
+    the inputs' dtype (a handful of elementwise ops: no kernel needed).
+    """
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)):
+        raise TypeError("a, b: expected tensors")
+    if a.shape != b.shape:
+        raise ValueError(f"b: expected the shape of a {tuple(a.shape)}, got {tuple(b.shape)}")
+    tt = torch.as_tensor(t, dtype=a.dtype, device=a.device)
+    if tt.dim() > 0:
+        tt = tt.reshape(*tt.shape, *([1] * (a.dim() - tt.dim())))
+    ua = a / a.norm(dim=-1, keepdim=True).clamp_min(eps)
+    ub = b / b.norm(dim=-1, keepdim=True).clamp_min(eps)
+    cos = (ua * ub).sum(dim=-1, keepdim=True)
+    zero = (ua.norm(dim=-1, keepdim=True) < eps) | (ub.norm(dim=-1, keepdim=True) < eps)
+    lerp_rows = zero | (cos > 1 - eps) | (cos < -1 + eps)
+    w = cos.clamp(-1.0, 1.0).acos()
+    sw = w.sin().clamp_min(eps)
+    p = (((1 - tt) * w).sin() * a + (tt * w).sin() * b) / sw
+    dp = w * ((tt * w).cos() * b - ((1 - tt) * w).cos() * a) / sw
+    p = torch.where(lerp_rows, a + tt * (b - a), p)
+    dp = torch.where(lerp_rows, (b - a).expand_as(dp), dp)
+    if not unit:
+        return p, dp
+    n = p.norm(dim=-1, keepdim=True).clamp_min(eps)
+    q = p / n
+    return q, (dp - q * (q * dp).sum(dim=-1, keepdim=True)) / n

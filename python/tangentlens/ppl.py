@@ -55,7 +55,7 @@ __all__ = [
 Space = Literal["w", "z"]
 Sampling = Literal["end", "full"]
 Method = Literal["fd", "jvp"]
-Interp = Literal["slerp", "lerp"]
+Interp = Literal["slerp", "lerp", "slerp_any", "slerp_any_unit"]
 Percentile = tuple[float, Literal["lower", "higher", "linear", "nearest", "midpoint"]]
 
 # A generator output farther than this from [-1, 1] (after the range conversion) is a range error, e.g.
@@ -485,14 +485,21 @@ class _Engine:
     def _path(
         self, z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor, c: torch.Tensor | None, eps: float | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(p(t), p(t + eps))``, or with ``eps=None`` ``(p(t), p'(t))``: the slerp of unit z, else the lerp
-        of z or of w = f(z) (over the whole [num_ws, w_dim] tensor), whose tangent is the difference."""
+        """``(p(t), p(t + eps))``, or with ``eps=None`` ``(p(t), p'(t))``: the slerp of unit z, torchmetrics'
+        slerp of raw z (``slerp_any``, normalised for ``slerp_any_unit``), else the lerp of z or of
+        w = f(z) (over the whole [num_ws, w_dim] tensor), whose tangent is the difference."""
         if self.protocol.space == "w":
             z0, z1 = self.gen.mapping(torch.cat([z0, z1]), _cat2(c)).chunk(2)
         elif self.protocol.z_interp == "slerp":
             if eps is None:
                 return paths.slerp_with_tangent(z0, z1, t)
             return paths.slerp(z0, z1, t), paths.slerp(z0, z1, t + eps)
+        elif self.protocol.z_interp in ("slerp_any", "slerp_any_unit"):  # torchmetrics' raw-vector slerp
+            unit = self.protocol.z_interp == "slerp_any_unit"
+            p, tangent = paths.slerp_raw_with_tangent(z0, z1, t, unit=unit)
+            if eps is None:
+                return p, tangent
+            return p, paths.slerp_raw_with_tangent(z0, z1, t + eps, unit=unit)[0]
         tt = t.to(z0.dtype).reshape(-1, *([1] * (z0.ndim - 1)))
         if eps is None:
             return z0.lerp(z1, tt), z1 - z0
@@ -582,7 +589,7 @@ def _resolve(
         ("space", ("w", "z")),
         ("sampling", ("end", "full")),
         ("method", ("fd", "jvp")),
-        ("z_interp", ("slerp", "lerp")),
+        ("z_interp", ("slerp", "lerp", "slerp_any", "slerp_any_unit")),
         ("precision", ("fp32", "tf32", "fp16", "bf16")),
     ):
         if key in given and given[key] not in allowed:
@@ -731,7 +738,10 @@ def ppl(
             (ppl_{z,w}{full,end}), ``"torchmetrics"``, ``"torch_fidelity"``. Arguments given explicitly
             override the preset.
         space, sampling, method, epsilon, crop, resize, precision, z_interp: the protocol (SPEC 4); ``method``
-            ``"jvp"`` is the exact eps -> 0 limit, ``"fd"`` the peers' finite difference.
+            ``"jvp"`` is the exact eps -> 0 limit, ``"fd"`` the peers' finite difference. ``z_interp`` (Z
+            space): ``"slerp"`` (unit vectors, NVIDIA / torch-fidelity), ``"lerp"``, ``"slerp_any"``
+            (torchmetrics': slerp of the raw vectors, their norm interpolated) or ``"slerp_any_unit"``
+            (that path normalised: torchmetrics' ``"slerp_unit"``).
         num_samples: samples to draw (the maximum with ``target_rel_ci``).
         batch_size: samples per forward pass; changes the speed, never the result. Default: the preset's,
             and for tangentlens' protocol 16 on a GPU, ``CPU_BATCH_SIZE`` (4) on a CPU.

@@ -12,7 +12,11 @@ both discard quantiles 'lower'), with these differences:
 
 * ``batch_size`` is honoured (torchmetrics' class ignores its own);
 * ``higher_is_better = False`` (a shorter path is smoother);
-* ``method="jvp"`` (an extra keyword) computes the exact eps -> 0 limit instead of the finite difference.
+* ``method="jvp"`` (an extra keyword) computes the exact eps -> 0 limit instead of the finite difference;
+* ``interpolation_method="slerp_unit"`` starts from the normalised path point: torchmetrics compares
+  ``G(z0)`` with ``G(normalise(slerp_any(z0, z1, eps)))``, a jump from ``|z0|`` to the unit sphere for any
+  generator that does not normalise its input; here both points lie on the normalised path.
+  ``"slerp_any"`` (the raw vectors, norms interpolated) and ``"lerp"`` are torchmetrics' paths exactly.
 
 Importing this module needs torchmetrics installed.
 """
@@ -38,7 +42,8 @@ from tangentlens.ppl import PRESETS, ppl_distances, trim
 __all__ = ["PerceptualPathLength"]
 
 _NETS = {"vgg": "vgg16", "alex": "alex", "squeeze": "squeeze"}
-_INTERP = {"lerp": "lerp", "slerp_unit": "slerp"}
+# torchmetrics' interpolation names -> the engine's paths (tangentlens.paths.slerp_raw_with_tangent)
+_INTERP = {"lerp": "lerp", "slerp_any": "slerp_any", "slerp_unit": "slerp_any_unit"}
 
 
 class PerceptualPathLength(Metric):
@@ -68,11 +73,6 @@ class PerceptualPathLength(Metric):
                 raise ValueError(f"{name}: expected a positive integer, got {v!r}")
         if not isinstance(conditional, bool):
             raise ValueError(f"conditional: expected a bool, got {conditional!r}")
-        if interpolation_method == "slerp_any":
-            raise NotImplementedError(
-                "interpolation_method='slerp_any' (slerp with interpolated norms) is not implemented; "
-                "use 'lerp' or 'slerp_unit'"
-            )
         if interpolation_method not in _INTERP:
             raise ValueError(
                 "interpolation_method: expected 'lerp', 'slerp_any' or 'slerp_unit', "
