@@ -231,7 +231,7 @@ def _cmd_ppl(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", choices=["w", "z"])
     p.add_argument("--sampling", choices=["end", "full"])
     p.add_argument("--method", choices=["fd", "jvp"])
-    p.add_argument("--z-interp", choices=["slerp", "lerp"])
+    p.add_argument("--z-interp", choices=["slerp", "lerp", "slerp_any", "slerp_any_unit"])
     p.add_argument("--num-samples", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--distance", default="auto", help="auto, lpips-vgg16, lpips-alex, lpips-squeeze or l2")
