@@ -16,7 +16,10 @@ both discard quantiles 'lower'), with these differences:
 * ``interpolation_method="slerp_unit"`` starts from the normalised path point: torchmetrics compares
   ``G(z0)`` with ``G(normalise(slerp_any(z0, z1, eps)))``, a jump from ``|z0|`` to the unit sphere for any
   generator that does not normalise its input; here both points lie on the normalised path.
-  ``"slerp_any"`` (the raw vectors, norms interpolated) and ``"lerp"`` are torchmetrics' paths exactly.
+  ``"slerp_any"`` (the raw vectors, norms interpolated) and ``"lerp"`` are torchmetrics' paths exactly;
+* ``resize`` applies to a custom ``sim_net`` module too, as the argument says: torchmetrics resizes only
+  inside its own LPIPS, so a module passed as ``sim_net`` sees the generator's resolution there (pass
+  ``resize=None`` to reproduce that).
 
 Importing this module needs torchmetrics installed.
 """
