@@ -124,3 +124,20 @@ def test_slerp_paths_match_torchmetrics(tm_module, interp) -> None:
     torch.manual_seed(3)
     _, _, kept_jvp = m_jvp.compute()
     torch.testing.assert_close(kept_jvp, kept, rtol=2e-3, atol=0)
+
+
+def test_custom_sim_net_without_resize_is_torchmetrics(tm_module) -> None:
+    # torchmetrics resizes only inside its own LPIPS: resize=None reproduces it for a custom module
+    net = LPIPS("vgg16", pretrained=False, eps_mode="torchmetrics").double()
+    G = Gen()
+    m = tm_module.PerceptualPathLength(
+        num_samples=6, batch_size=4, sim_net=net, resize=None, lower_discard=None, upper_discard=None
+    )
+    m.update(G)
+    torch.manual_seed(1)
+    _, _, d = m.compute()
+    torch.manual_seed(1)
+    z0, z1 = G.sample(6), G.sample(6)
+    out = G(torch.cat([z0, z0 + (z1 - z0) * 1e-4]))
+    ref = net(*(2 * (out / 255) - 1).chunk(2)) / 1e-4**2
+    torch.testing.assert_close(d, ref, rtol=1e-9, atol=0)
