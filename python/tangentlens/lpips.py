@@ -303,6 +303,15 @@ class LPIPS(nn.Module):
             parts.append((scale * normalize_channels(f, self.eps, mode)).flatten(1))
         return torch.cat(parts, dim=1)
 
+    def _stacked_taps(self, x: torch.Tensor, v: torch.Tensor) -> list[torch.Tensor]:
+        """The taps of images x [N, 3, H, W] and of their tangents v [N, K, 3, H, W] in one stacked pass
+        without autograd, each ``[N, 1 + K, C, h, w]`` (primal first; the scaling layer is affine, so its
+        tangent is v / scale). NotImplementedError for trunks without stacked rules."""
+        tscale = self.scale.to(v.dtype).unsqueeze(1) * (127.5 if self.input_range == "0_255" else 1.0)
+        X = torch.cat([self._prepare(x).unsqueeze(1), v / tscale], dim=1)
+        with torch.no_grad():
+            return self.trunk.forward_stacked(X, channels_last=self._channels_last(X))
+
     def tangent_norms(self, x: torch.Tensor, v: torch.Tensor, *, gram: bool = False) -> torch.Tensor:
         """``|J v_k|^2`` [N, K] (or ``<J v_i, J v_j>`` [N, K, K]) of the embedding at images x [N, 3, H, W]
         along image tangents v [N, K, 3, H, W]: the trunk's JVPs (a stacked pass of primal and tangents
@@ -320,13 +329,8 @@ class LPIPS(nn.Module):
 
         primal = tans = None
         if not (torch.is_grad_enabled() and (x.requires_grad or v.requires_grad)):
-            # Stacked pass: primal and tangents through each layer at once (the scaling layer is affine:
-            # its tangent is v / scale).
-            tscale = self.scale.to(v.dtype).unsqueeze(1) * (127.5 if self.input_range == "0_255" else 1.0)
-            X = torch.cat([self._prepare(x).unsqueeze(1), v / tscale], dim=1)
             try:
-                with torch.no_grad():
-                    taps = self.trunk.forward_stacked(X, channels_last=self._channels_last(X))
+                taps = self._stacked_taps(x, v)
                 primal, tans = [t[:, 0] for t in taps], [t[:, 1:] for t in taps]
             except NotImplementedError:  # e.g. SqueezeNet's Fire modules
                 primal = tans = None

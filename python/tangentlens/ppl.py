@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -589,7 +589,7 @@ def _resolve(
         ("space", ("w", "z")),
         ("sampling", ("end", "full")),
         ("method", ("fd", "jvp")),
-        ("z_interp", ("slerp", "lerp", "slerp_any", "slerp_any_unit")),
+        ("z_interp", get_args(Interp)),
         ("precision", ("fp32", "tf32", "fp16", "bf16")),
     ):
         if key in given and given[key] not in allowed:

@@ -124,10 +124,7 @@ def _lpips_embed_jvp(lp: LPIPS, x: torch.Tensor, v: torch.Tensor) -> torch.Tenso
     (as in ``LPIPS.tangent_norms``) and the normalisation tangent of SPEC 3, else torch.func."""
     mode = ops._eps_mode(lp.eps_mode)
     try:
-        tscale = lp.scale.to(v.dtype).unsqueeze(1) * (127.5 if lp.input_range == "0_255" else 1.0)
-        X = torch.cat([lp._prepare(x).unsqueeze(1), v / tscale], dim=1)
-        with torch.no_grad():
-            taps = lp.trunk.forward_stacked(X, channels_last=lp._channels_last(X))
+        taps = lp._stacked_taps(x, v)
     except NotImplementedError:  # trunks without stacked rules (SqueezeNet)
         return _jvp(lp.embed, x, v, chunk_size=v.shape[1])[1].flatten(2)
     parts = []
