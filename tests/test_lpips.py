@@ -449,12 +449,13 @@ def test_stacked_trunk_channels_last_matches_nchw(net):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_stacked_max_pool_channels_last_is_exact(pool, dtype):
     """The max-pool tangent rule gathers the same elements in both layouts (a copy: bit-equal)."""
-    from tangentlens.models.trunks import _stacked_layer
+    from tangentlens.models.trunks import VGG16Features
 
     g = torch.Generator().manual_seed(14)
     X = torch.randn(3 * 4, 6, 11, 13, generator=g, dtype=dtype)
-    ref = _stacked_layer(pool, X, 3)
-    out = _stacked_layer(pool, X.contiguous(memory_format=torch.channels_last), 3)
+    trunk = VGG16Features()
+    ref = trunk._stacked_layer(pool, X, 3, channels_last=False)
+    out = trunk._stacked_layer(pool, X.contiguous(memory_format=torch.channels_last), 3, channels_last=True)
     assert out.stride(1) == 1
     torch.testing.assert_close(out, ref, rtol=0, atol=0)
     # the tangent is the tangent at the primal's maximum: one torch.func.jvp per tangent
@@ -470,7 +471,7 @@ def test_native_lpips_runs_channels_last_on_cpu_float32():
     lp = LPIPS("vgg16", pretrained=False)
     ref = LPIPS("vgg16", pretrained=False, impl="reference")
     ref.load_state_dict(lp.state_dict())
-    x0, x1 = _images(3, 36, 21), _images(3, 36, 22)
+    x0, x1 = _images(4, 36, 21), _images(4, 36, 22)  # 4 x 36² pixels: over CPU_CHANNELS_LAST_MIN_PIXELS
 
     def layout(m: LPIPS, x: torch.Tensor) -> str:
         f = m.trunk(m._prepare(x))[0]
@@ -486,9 +487,10 @@ def test_native_lpips_runs_channels_last_on_cpu_float32():
     assert layout(lp, x0.clone().requires_grad_(True)) == "nchw"  # a reverse pass follows
     assert layout(lp.double(), x0.double()) == "nchw"  # float64
     lp.float()
+    assert layout(lp, x0[:1]) == "nchw"  # too few pixels for oneDNN's NHWC path to pay
     assert all(f.is_contiguous() for f in lp.features(x0))  # the public taps are NCHW either way
     torch.testing.assert_close(lp(x0, x1), ref(x0, x1), rtol=1e-5, atol=0)
-    v = torch.randn(3, 20, 3, 36, 36, generator=torch.Generator().manual_seed(23))
+    v = torch.randn(4, 20, 3, 36, 36, generator=torch.Generator().manual_seed(23))
     a, b = lp.tangent_norms(x0, v, gram=True), ref.tangent_norms(x0, v, gram=True)
     torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item())
     # inside torch.func (vmap cannot change the memory format) the trunk stays NCHW
@@ -496,3 +498,80 @@ def test_native_lpips_runs_channels_last_on_cpu_float32():
     torch.testing.assert_close(c, b, rtol=1e-4, atol=1e-5 * b.abs().max().item())
     tan = torch.func.vmap(lambda t: torch.func.jvp(lp.embed, (x0,), (t,))[1], in_dims=1)(v)
     torch.testing.assert_close(tan.square().sum(-1).T, torch.diagonal(b, dim1=1, dim2=2), rtol=1e-4, atol=0)
+
+
+def _nhwc_taps(trunk, x):
+    with torch.no_grad():
+        return trunk(x.contiguous(memory_format=torch.channels_last))
+
+
+def _assert_taps_equal(trunk, x):
+    """The channels_last pass (cached NHWC weights) against the NCHW pass with the module's own weights."""
+    with torch.no_grad():
+        ref = trunk(x)
+    for a, b in zip(_nhwc_taps(trunk, x), ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5 * b.abs().max().item())
+
+
+def test_trunk_nhwc_weight_cache_follows_the_weights():
+    """The channels_last copies of the conv weights are refreshed whenever the weights change through a
+    tracked path (load_state_dict, nn.init / no_grad in-place ops, a replaced Parameter, .to()), and after
+    clear_weight_cache for writes through .data; copies of the trunk start empty."""
+    import copy
+
+    trunk = LPIPS("vgg16", pretrained=False).trunk
+    g = torch.Generator().manual_seed(31)
+    x = torch.randn(2, 3, 24, 20, generator=g)
+    _assert_taps_equal(trunk, x)
+    assert len(trunk._nhwc_weights) == 13  # one per conv of VGG16's taps
+    conv = trunk.features[0]
+
+    def fresh() -> dict:
+        return {k: torch.randn(v.shape, generator=g) * 0.1 for k, v in trunk.state_dict().items()}
+
+    trunk.load_state_dict(fresh())
+    _assert_taps_equal(trunk, x)
+    with torch.no_grad():
+        conv.weight.mul_(-1.5)
+    _assert_taps_equal(trunk, x)
+    torch.nn.init.normal_(trunk.features[2].weight, std=0.05)
+    _assert_taps_equal(trunk, x)
+    conv.weight = torch.nn.Parameter(torch.randn(conv.weight.shape, generator=g), requires_grad=False)
+    _assert_taps_equal(trunk, x)
+    conv.weight.data = torch.randn(conv.weight.shape, generator=g)  # a new storage: seen
+    _assert_taps_equal(trunk, x)
+    # a write through .data keeps storage and version: documented, and cleared by hand
+    stale = _nhwc_taps(trunk, x)[0]
+    conv.weight.data.mul_(2.0)
+    torch.testing.assert_close(_nhwc_taps(trunk, x)[0], stale)
+    trunk.clear_weight_cache()
+    _assert_taps_equal(trunk, x)
+    dup = copy.deepcopy(trunk)
+    assert dup._nhwc_weights == {}
+    _assert_taps_equal(dup, x)
+    trunk.double()
+    _assert_taps_equal(trunk, x.double())
+
+
+def test_trunk_nhwc_pass_keeps_weight_gradients():
+    """With trainable weights and autograd on, the channels_last pass uses the Parameters themselves, not
+    the cached copies: the weights' gradients equal the NCHW pass's (float64: in float32 a max-pool window
+    whose two largest values are within rounding may route the gradient differently in each layout). LPIPS
+    itself stays NCHW when a reverse pass can follow, through the input or through trainable weights."""
+    lp = LPIPS("alex", pretrained=False)
+    trunk = lp.trunk.double().requires_grad_(True)
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(32), dtype=torch.float64)
+    grads = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        trunk.zero_grad()
+        sum(f.square().sum() for f in trunk(x.contiguous(memory_format=fmt))).backward()
+        grads.append([p.grad.clone() for p in trunk.parameters()])
+    assert trunk._nhwc_weights == {}
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12 * b.abs().max().item())
+    lp.float()
+    assert lp._channels_last(x.float()) is False  # trainable trunk, autograd on
+    with torch.no_grad():
+        assert lp._channels_last(x.float()) is True
+    lp.requires_grad_(False)
+    assert lp._channels_last(x.float()) is True

@@ -54,6 +54,9 @@ LINEAR_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips
 # The scaling layer: (x - shift) / scale on images in [-1, 1] (ImageNet mean / std of (x + 1) / 2).
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
+# below this many pixels (images x H x W) a CPU trunk pass stays NCHW: oneDNN's NHWC path has no gain
+# there (one-off timings, VGG16 on 2 cores: 0.8-1.1x at 512-4096 pixels, 1.1-1.65x from 8192)
+CPU_CHANNELS_LAST_MIN_PIXELS = 4096
 # eps conventions: the lpips package (eps outside the sqrt) and torchmetrics (inside).
 EPS_PRESETS: dict[str, tuple[ops.EpsMode, float]] = {
     "lpips": ("outside", 1e-10),
@@ -253,22 +256,33 @@ class LPIPS(nn.Module):
 
     def _channels_last(self, x: torch.Tensor) -> bool:
         """Whether the trunk runs in channels_last: forward passes on a CPU in float32 with the native
-        implementation, where oneDNN's NHWC convolutions are 1.1-1.9x faster on VGG's layers. Not when a
-        reverse pass will follow (the NHWC backward measured no faster, at 16² up to 15 % slower), not
-        inside torch.func transforms (vmap cannot change a tensor's memory format), and not for the
-        reference implementation, which keeps torch's default NCHW as the peers run it."""
+        implementation over at least ``CPU_CHANNELS_LAST_MIN_PIXELS`` pixels (images x height x width of
+        x [..., 3, H, W]), where oneDNN's NHWC convolutions (with the trunk's cached channels_last weights)
+        ran 1.1-1.6x faster and never slower by more than the noise below. Not when a reverse pass will
+        follow, through x or trainable trunk weights (the NHWC backward measured no faster, at 16² up to
+        15 % slower; and in a one-off float32 check on AlexNet at 64² its first conv's weight gradient was
+        5 % off the float64 one, against 4e-7 in NCHW), not inside torch.func
+        transforms (vmap cannot change a tensor's memory format), and not for the reference
+        implementation, which keeps torch's default NCHW as the peers run it."""
         return (
             self.impl != "reference"
             and x.device.type == "cpu"
             and x.dtype == torch.float32
-            and not (torch.is_grad_enabled() and x.requires_grad)
+            and x.numel() // x.shape[-3] >= CPU_CHANNELS_LAST_MIN_PIXELS
+            and not (torch.is_grad_enabled() and (x.requires_grad or self._trainable_trunk()))
             and not torch._C._functorch.is_functorch_wrapped_tensor(x)
         )
 
-    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+    def _trainable_trunk(self) -> bool:
+        return any(p.requires_grad for p in self.trunk.parameters())
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_range == "0_255":
             x = x / 127.5 - 1.0
-        x = (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
+        return (x - self.shift.to(x.dtype)) / self.scale.to(x.dtype)
+
+    def _prepare(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._normalise(x)
         if x.dim() == 4 and self._channels_last(x):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
@@ -308,7 +322,7 @@ class LPIPS(nn.Module):
         without autograd, each ``[N, 1 + K, C, h, w]`` (primal first; the scaling layer is affine, so its
         tangent is v / scale). NotImplementedError for trunks without stacked rules."""
         tscale = self.scale.to(v.dtype).unsqueeze(1) * (127.5 if self.input_range == "0_255" else 1.0)
-        X = torch.cat([self._prepare(x).unsqueeze(1), v / tscale], dim=1)
+        X = torch.cat([self._normalise(x).unsqueeze(1), v / tscale], dim=1)
         with torch.no_grad():
             return self.trunk.forward_stacked(X, channels_last=self._channels_last(X))
 

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tangentlens.ops import _is_channels_last
+
 
 class Trunk(nn.Module):
     """``features`` plus the slice boundaries whose outputs are tapped."""
@@ -24,6 +26,41 @@ class Trunk(nn.Module):
     tap_ends: tuple[int, ...] = ()
 
     features: nn.Sequential
+
+    def __init__(self) -> None:
+        super().__init__()
+        # channels_last copies of the conv weights for passes in that format: oneDNN's NHWC convolution
+        # otherwise converts every weight on every call (VGG16: 59 MB, more time than the convolutions
+        # themselves below ~8 images at 32²). Not state: never saved; see clear_weight_cache.
+        self._nhwc_weights: dict[int, tuple[tuple, object, torch.Tensor]] = {}
+
+    def __getstate__(self) -> dict:
+        # copies (deepcopy, pickle) start with an empty cache: it is keyed by this trunk's layers
+        state = self.__dict__.copy()
+        state["_nhwc_weights"] = {}
+        return state
+
+    def clear_weight_cache(self) -> None:
+        """Drop the channels_last copies of the conv weights. They are refreshed by themselves when a
+        weight is replaced or changed in place by a tracked op (``load_state_dict``, ``nn.init``, in-place
+        ops under ``no_grad``, ``.to()``); writes through ``weight.data`` bypass torch's version counter,
+        so call this after them."""
+        self._nhwc_weights.clear()
+
+    def _conv(self, layer: nn.Conv2d, x: torch.Tensor, channels_last: bool, bias: bool) -> torch.Tensor:
+        """``layer(x)`` (with or without its bias), with the cached channels_last weight when the pass runs
+        in that format and no gradient of the weight is wanted."""
+        w = layer.weight
+        if channels_last and not (torch.is_grad_enabled() and w.requires_grad):
+            key = (w.data_ptr(), w._version, w.dtype, w.device, w.shape, w.stride())
+            hit = self._nhwc_weights.get(id(layer))
+            if hit is None or hit[0] != key:
+                # the entry holds the weight's storage: its address cannot be reused while the key has it
+                hit = (key, w.untyped_storage(), w.detach().contiguous(memory_format=torch.channels_last))
+                self._nhwc_weights[id(layer)] = hit
+            w = hit[2]
+        b = layer.bias if bias else None
+        return F.conv2d(x, w, b, layer.stride, layer.padding, layer.dilation, layer.groups)
 
     def forward_stacked(self, X: torch.Tensor, *, channels_last: bool = False) -> list[torch.Tensor]:
         """The taps of primal and tangents stacked ``[N, 1 + k, 3, H, W]`` (inputs already scaled), each
@@ -38,7 +75,7 @@ class Trunk(nn.Module):
         ends = iter(self.tap_ends)
         end = next(ends)
         for i, layer in enumerate(self.features):
-            x = _stacked_layer(layer, x, n)
+            x = self._stacked_layer(layer, x, n, channels_last)
             if i + 1 == end:
                 taps.append(x.view(n, -1, *x.shape[1:]))
                 end = next(ends, -1)
@@ -46,47 +83,52 @@ class Trunk(nn.Module):
                     break
         return taps
 
+    def _stacked_layer(self, layer: nn.Module, X: torch.Tensor, n: int, channels_last: bool) -> torch.Tensor:
+        """One trunk layer on primal and tangents stacked as ``[n * (1 + k), ...]`` (primal rows first in
+        each group of 1 + k): the forward rules of conv, ReLU and max-pool. Other layers raise
+        NotImplementedError."""
+        k1 = X.shape[0] // n
+        if isinstance(layer, nn.Conv2d) and layer.padding_mode == "zeros":
+            Y = self._conv(layer, X, channels_last, bias=False)
+            if layer.bias is not None:  # the bias is constant: primal rows only
+                Y.view(n, k1, *Y.shape[1:])[:, 0] += layer.bias[:, None, None]
+            return Y
+        if isinstance(layer, nn.ReLU):  # d relu = 1[x > 0], torch's convention at 0
+            G = X.view(n, k1, *X.shape[1:])
+            return (G * (G[:, :1] > 0)).view_as(X)
+        if isinstance(layer, nn.MaxPool2d):  # the tangent is taken where the primal's maximum is
+            G = X.view(n, k1, *X.shape[1:])
+            y, idx = F.max_pool2d(
+                G[:, 0], layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode, True
+            )
+            c, h, w = y.shape[1:]
+            if X.dim() == 4 and X.is_contiguous(memory_format=torch.channels_last) and not X.is_contiguous():
+                # gather along the pixels of [n, 1+k, H*W, C] views: no copy out of channels_last and back
+                flat = G.permute(0, 1, 3, 4, 2).reshape(n, k1, -1, G.shape[2])
+                where = idx.permute(0, 2, 3, 1).reshape(n, 1, h * w, c).expand(-1, k1, -1, -1)
+                return flat.gather(2, where).view(n * k1, h, w, c).permute(0, 3, 1, 2)
+            flat = G.flatten(3)  # [n, 1+k, C, H*W]
+            out = flat.gather(3, idx.flatten(2)[:, None].expand(-1, k1, -1, -1))
+            return out.view(n * k1, c, h, w)
+        raise NotImplementedError(f"no stacked forward rule for {type(layer).__name__}")
+
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The taps of images x [N, 3, H, W] (normalised), in x's memory format."""
         taps: list[torch.Tensor] = []
         ends = iter(self.tap_ends)
         end = next(ends)
+        channels_last = x.dim() == 4 and _is_channels_last(x)
         for i, layer in enumerate(self.features):
-            x = layer(x)
+            if channels_last and isinstance(layer, nn.Conv2d) and layer.padding_mode == "zeros":
+                x = self._conv(layer, x, channels_last, bias=True)
+            else:
+                x = layer(x)
             if i + 1 == end:
                 taps.append(x)
                 end = next(ends, -1)
                 if end < 0:
                     break
         return taps
-
-
-def _stacked_layer(layer: nn.Module, X: torch.Tensor, n: int) -> torch.Tensor:
-    """One trunk layer on primal and tangents stacked as ``[n * (1 + k), ...]`` (primal rows first in each
-    group of 1 + k): the forward rules of conv, ReLU and max-pool. Other layers raise NotImplementedError."""
-    k1 = X.shape[0] // n
-    if isinstance(layer, nn.Conv2d) and layer.padding_mode == "zeros":
-        Y = F.conv2d(X, layer.weight, None, layer.stride, layer.padding, layer.dilation, layer.groups)
-        if layer.bias is not None:  # the bias is constant: primal rows only
-            Y.view(n, k1, *Y.shape[1:])[:, 0] += layer.bias[:, None, None]
-        return Y
-    if isinstance(layer, nn.ReLU):  # d relu = 1[x > 0], torch's convention at 0
-        G = X.view(n, k1, *X.shape[1:])
-        return (G * (G[:, :1] > 0)).view_as(X)
-    if isinstance(layer, nn.MaxPool2d):  # the tangent is taken where the primal's maximum is
-        G = X.view(n, k1, *X.shape[1:])
-        y, idx = F.max_pool2d(
-            G[:, 0], layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode, True
-        )
-        c, h, w = y.shape[1:]
-        if X.dim() == 4 and X.is_contiguous(memory_format=torch.channels_last) and not X.is_contiguous():
-            # gather along the pixels of [n, 1+k, H*W, C] views: no copy out of channels_last and back
-            flat = G.permute(0, 1, 3, 4, 2).reshape(n, k1, -1, G.shape[2])
-            where = idx.permute(0, 2, 3, 1).reshape(n, 1, h * w, c).expand(-1, k1, -1, -1)
-            return flat.gather(2, where).view(n * k1, h, w, c).permute(0, 3, 1, 2)
-        flat = G.flatten(3)  # [n, 1+k, C, H*W]
-        out = flat.gather(3, idx.flatten(2)[:, None].expand(-1, k1, -1, -1))
-        return out.view(n * k1, c, h, w)
-    raise NotImplementedError(f"no stacked forward rule for {type(layer).__name__}")
 
 
 def _relu() -> nn.ReLU:
