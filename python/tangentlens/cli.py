@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import tangentlens
+from tangentlens.jvp import PRECISIONS
 
 Runner = Callable[[argparse.Namespace], int]
 
@@ -110,7 +111,7 @@ def _cmd_spectrum(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tol", type=float, default=1e-3, help="relative residual tolerance (default: 1e-3)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", default="fp32", choices=["fp32", "tf32", "fp16", "bf16"])
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
     p.add_argument("--device", default=None, help="default: the generator's")
     p.add_argument("--checkpoint", default=None, metavar="PATH", help="resume from / write to PATH")
     p.add_argument("--eigenvectors", action="store_true", help="store the eigenvectors (for the alignment)")
@@ -238,7 +239,7 @@ def _cmd_ppl(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epsilon", type=float)
     p.add_argument("--crop", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--resize", help="box256, none, area_or_bilinear:S or bilinear:S")
-    p.add_argument("--precision", choices=["fp32", "tf32", "fp16", "bf16"])
+    p.add_argument("--precision", choices=PRECISIONS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--z-dim", type=int, help="latent size of a plain callable generator")
     p.add_argument("--output-range", choices=["-1_1", "0_1", "0_255"], help="the generator's image range")

@@ -17,7 +17,7 @@ import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 from torch import nn
@@ -30,6 +30,8 @@ __all__ = ["CoverageReport", "JVPInfo", "Unsupported", "coverage", "jvp"]
 
 Method = Literal["auto", "forward", "double_vjp"]
 Precision = Literal["fp32", "tf32", "fp16", "bf16"]
+#: the precision names every API takes (jvp, spectra, ppl, cli)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
 
 _FWD_AD_MISSING = re.compile(
     r"forward AD with (\S+?) that does not support it|"
@@ -188,8 +190,8 @@ def _chunk_size(
 
 @contextmanager
 def _precision(precision: Precision, device: torch.device) -> Iterator[None]:
-    if precision not in ("fp32", "tf32", "fp16", "bf16"):
-        raise ValueError(f"precision: expected 'fp32', 'tf32', 'fp16' or 'bf16', got {precision!r}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision: expected one of {PRECISIONS}, got {precision!r}")
     saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     tf32 = precision == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = tf32

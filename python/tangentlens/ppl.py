@@ -36,7 +36,7 @@ from torch import nn
 from tangentlens import _streaming, paths
 from tangentlens.distances import L2Distance, make_distance
 from tangentlens.generators.adapters import TO_UNIT, GeneratorAdapter, as_generator, fingerprint
-from tangentlens.jvp import Precision, _precision
+from tangentlens.jvp import PRECISIONS, Precision, _precision
 from tangentlens.jvp import jvp as _engine_jvp
 from tangentlens.lpips import LPIPS
 
@@ -590,7 +590,7 @@ def _resolve(
         ("sampling", ("end", "full")),
         ("method", ("fd", "jvp")),
         ("z_interp", get_args(Interp)),
-        ("precision", ("fp32", "tf32", "fp16", "bf16")),
+        ("precision", PRECISIONS),
     ):
         if key in given and given[key] not in allowed:
             raise ValueError(f"{key}: expected one of {allowed}, got {given[key]!r}")

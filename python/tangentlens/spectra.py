@@ -34,7 +34,7 @@ from torch import nn
 
 from tangentlens import ops
 from tangentlens.generators.adapters import GeneratorAdapter, as_generator, fingerprint
-from tangentlens.jvp import _precision
+from tangentlens.jvp import PRECISIONS, Precision, _precision
 from tangentlens.jvp import jvp as _jvp
 from tangentlens.lpips import LPIPS
 from tangentlens.reference.lpips import normalization_tangent
@@ -56,7 +56,6 @@ __all__ = [
 Space = Literal["z", "w", "w+"]
 Method = Literal["auto", "full", "randomized", "lanczos"]
 Via = Literal["gram", "svd"]
-Precision = Literal["fp32", "tf32", "fp16", "bf16"]
 
 # Counter streams of ops.philox_normal (row = the point's index): latents, start blocks, probes.
 STREAM_LATENT, STREAM_START, STREAM_PROBE, STREAM_DIRECTIONS = 0, 1, 2, 3
@@ -163,7 +162,7 @@ class _Operator:
         z_dim: int | None = None,
     ) -> None:
         _check_choice(space, "space", ("z", "w", "w+"))
-        _check_choice(precision, "precision", ("fp32", "tf32", "fp16", "bf16"))
+        _check_choice(precision, "precision", PRECISIONS)
         if chunk_size is not None:
             _check_int(chunk_size, "chunk_size", 1)
         self.precision, self.chunk_size, self.space = precision, chunk_size, space
