@@ -11,9 +11,11 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import get_args
 
 import tangentlens
 from tangentlens.jvp import PRECISIONS
+from tangentlens.ppl import Interp
 
 Runner = Callable[[argparse.Namespace], int]
 
@@ -232,7 +234,7 @@ def _cmd_ppl(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", choices=["w", "z"])
     p.add_argument("--sampling", choices=["end", "full"])
     p.add_argument("--method", choices=["fd", "jvp"])
-    p.add_argument("--z-interp", choices=["slerp", "lerp", "slerp_any", "slerp_any_unit"])
+    p.add_argument("--z-interp", choices=get_args(Interp))
     p.add_argument("--num-samples", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--distance", default="auto", help="auto, lpips-vgg16, lpips-alex, lpips-squeeze or l2")

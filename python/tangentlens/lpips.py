@@ -260,9 +260,8 @@ class LPIPS(nn.Module):
         x [..., 3, H, W]), where oneDNN's NHWC convolutions (with the trunk's cached channels_last weights)
         ran 1.1-1.6x faster and never slower by more than the noise below. Not when a reverse pass will
         follow, through x or trainable trunk weights (the NHWC backward measured no faster, at 16² up to
-        15 % slower), not inside torch.func
-        transforms (vmap cannot change a tensor's memory format), and not for the reference
-        implementation, which keeps torch's default NCHW as the peers run it."""
+        15 % slower), not inside torch.func transforms (vmap cannot change a tensor's memory format), and
+        not for the reference implementation, which keeps torch's default NCHW as the peers run it."""
         return (
             self.impl != "reference"
             and x.device.type == "cpu"

@@ -102,7 +102,7 @@ class Trunk(nn.Module):
                 G[:, 0], layer.kernel_size, layer.stride, layer.padding, layer.dilation, layer.ceil_mode, True
             )
             c, h, w = y.shape[1:]
-            if X.dim() == 4 and X.is_contiguous(memory_format=torch.channels_last) and not X.is_contiguous():
+            if _is_channels_last(X):
                 # gather along the pixels of [n, 1+k, H*W, C] views: no copy out of channels_last and back
                 flat = G.permute(0, 1, 3, 4, 2).reshape(n, k1, -1, G.shape[2])
                 where = idx.permute(0, 2, 3, 1).reshape(n, 1, h * w, c).expand(-1, k1, -1, -1)
