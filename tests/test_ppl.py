@@ -113,22 +113,24 @@ def test_stylegan2_crop_preset_full_sampling(G64, lpips64, space) -> None:
     torch.testing.assert_close(ours, ref, rtol=1e-6, atol=0)
 
 
-def test_box_downsample_above_256() -> None:
-    # NVIDIA box-filters by res // 256 (after the crop too); a cheap 512x512 generator and the pixel distance
-    A = torch.randn(4, 512 * 512, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) / 4
+@pytest.mark.parametrize("res", [32, 64, 128, 256, 512])  # the presets at 32-512 px (issue 17)
+def test_box_downsample_above_256(res) -> None:
+    # NVIDIA box-filters by res // 256 (after the crop too); a cheap generator and the pixel distance
+    A = torch.randn(4, res * res, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) / 4
 
     def gen(z: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(z @ A).reshape(-1, 1, 512, 512)
+        return torch.tanh(z @ A).reshape(-1, 1, res, res)
 
     z0, z1 = _latents(3, 4)
+    f, c = max(1, res // 256), res // 8
     for crop in (False, True):
         ours = ppl_distances(
             gen, z0, z1, 0.0, preset="stylegan2_crop", space="z", crop=crop, distance="l2", z_interp="lerp"
         )
         a, b = gen(z0), gen(z0.lerp(z1, EPS))
         if crop:
-            a, b = a[:, :, 192:448, 128:384], b[:, :, 192:448, 128:384]
-        a, b = (x.reshape(3, 1, x.shape[2] // 2, 2, x.shape[3] // 2, 2).mean([3, 5]) for x in (a, b))
+            a, b = a[:, :, 3 * c : 7 * c, 2 * c : 6 * c], b[:, :, 3 * c : 7 * c, 2 * c : 6 * c]
+        a, b = (x.reshape(3, 1, x.shape[2] // f, f, x.shape[3] // f, f).mean([3, 5]) for x in (a, b))
         ref = (a - b).flatten(1).square().sum(1) / EPS**2
         torch.testing.assert_close(ours, ref, rtol=1e-7, atol=0)
 
@@ -149,7 +151,7 @@ class _TorchmetricsStyle(torch.nn.Module):
         return 127.5 * (torch.tanh(z @ self.A) + 1).reshape(-1, 3, self.res, self.res)
 
 
-@pytest.mark.parametrize("res", [96, 48])
+@pytest.mark.parametrize("res", [32, 48, 64, 96, 128, 256, 512])  # the presets at 32-512 px (issue 17)
 def test_torchmetrics_preset_matches_protocol(res) -> None:
     gen = _TorchmetricsStyle(res)
     lp = LPIPS("vgg16", pretrained=False, eps_mode="torchmetrics").double()
