@@ -21,7 +21,7 @@ import torch
 from tangentlens import _extension, linear_gaussian, ops, paths, spectra
 from tangentlens._streaming import CheckpointError
 from tangentlens.distances import DistanceOutputError
-from tangentlens.generators import as_generator, load_stylegan2_pkl
+from tangentlens.generators import NvidiaPickleError, as_generator, load_stylegan2_pkl
 from tangentlens.generators.outputs import (
     GeneratorOutputError,
     GeneratorRangeWarning,
@@ -350,6 +350,12 @@ RAISES: list[tuple[str, Callable[[], object], type[BaseException], str]] = [
         "z_type",
     ),
     ("load-pkl-missing", lambda: load_stylegan2_pkl("/nonexistent/G.pkl"), FileNotFoundError, "G.pkl"),
+    (
+        "load-pkl-garbage",
+        lambda: load_stylegan2_pkl(_garbage_file("G.pkl")),
+        NvidiaPickleError,
+        "G.pkl: not a readable StyleGAN2-ADA pickle",
+    ),
     # distances
     (
         "dist-nan",
@@ -674,6 +680,15 @@ def _lpips_cached(input_range: str) -> LPIPS:
 
 def LP(input_range: str = "-1_1") -> LPIPS:  # noqa: N802
     return _lpips_cached(input_range)
+
+
+def _garbage_file(name: str) -> str:
+    import tempfile
+    from pathlib import Path
+
+    path = Path(tempfile.mkdtemp()) / name
+    path.write_bytes(b"not a pickle")
+    return str(path)
 
 
 def _with_env_impl(value: str, fn: Callable[[], object]) -> object:

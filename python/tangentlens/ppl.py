@@ -724,13 +724,24 @@ def _warn_fd(protocol: PPLProtocol, gen: GeneratorAdapter, notes: list[str]) -> 
         )
     reasons = []
     if protocol.precision == "tf32":
-        reasons.append("TF32 convolutions/matmuls (10-bit mantissa) make eps=1e-4 differences ~100x off")
+        reasons.append(
+            (
+                "TF32 convolutions/matmuls (10-bit mantissa) make eps=1e-4 differences ~100x off",
+                "method='jvp' computes the exact limit",
+            )
+        )
     if protocol.quantize_uint8:
-        reasons.append("uint8 images round away most of an eps=1e-4 step (distances ~37-118x off)")
-    for r in reasons:
-        msg = f"method='fd': {r}; this reproduces the protocol {protocol.name!r}, not the path length"
+        reasons.append(
+            (
+                "uint8 images round away most of an eps=1e-4 step (distances ~37-118x off)",
+                "method='jvp' computes the exact limit; it needs float images from the generator: a uint8 "
+                "output has no derivative",
+            )
+        )
+    for why, fix in reasons:
+        msg = f"method='fd': {why}; this reproduces the protocol {protocol.name!r}, not the path length"
         notes.append(msg)
-        warnings.warn(msg + " (method='jvp' computes the exact limit)", FiniteDifferenceWarning, stacklevel=3)
+        warnings.warn(f"{msg} ({fix})", FiniteDifferenceWarning, stacklevel=3)
 
 
 def _check_protocol_overrides(given: dict[str, Any]) -> dict[str, Any]:
