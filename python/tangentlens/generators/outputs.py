@@ -121,19 +121,26 @@ def check_finite_images(
 class RangeMonitor:
     """Compares the raw images of a run with its declared ``output_range`` and warns at most once.
 
-    Checked: values far outside [-1, 1] after the range conversion (every batch until it warns), and on the
-    first batch the signatures of a wrong declaration: never negative under ``"-1_1"`` ([0, 1] or [0, 255]
-    images), clearly negative under ``"0_1"`` / ``"0_255"``, everything within [-1, 1] under ``"0_255"``.
-    uint8 images are unambiguous and not checked. The warning goes to ``notes`` too.
+    Checked: values far outside [-1, 1] after the range conversion (on the first ``BATCHES`` batches, so that
+    a long run does not pay a device synchronisation per batch for it), and on the first batch the
+    signatures of a wrong declaration: never negative under ``"-1_1"`` ([0, 1] or [0, 255] images), clearly
+    negative under ``"0_1"`` / ``"0_255"``, everything within [-1, 1] under ``"0_255"``. uint8 images are
+    unambiguous and not checked. The warning goes to ``notes`` too.
     """
+
+    BATCHES = 8
 
     def __init__(self, output_range: str, enabled: bool = True, notes: list[str] | None = None) -> None:
         self.output_range = output_range
         self.enabled = enabled
         self.notes = notes if notes is not None else []
         self.first = True
+        self.seen = 0
 
     def observe(self, raw: torch.Tensor, first_index: int) -> None:
+        self.seen += 1
+        if self.seen > self.BATCHES:
+            self.enabled = False
         if not self.enabled or raw.numel() == 0 or not raw.is_floating_point():
             self.first = False
             return
