@@ -757,6 +757,14 @@ WARNS: list[tuple[str, Callable[[], object], type[Warning], str]] = [
         "never negative",
     ),
     (
+        "range-spectrum-lpips",  # a warning from the engine, not LPIPS's own error
+        lambda: spectra.spectrum(
+            lambda z: torch.nn.functional.interpolate(byte_range_gen(z), size=(16, 16)), _hz(), distance=LP()
+        ),
+        GeneratorRangeWarning,
+        "output_range='0_255'",
+    ),
+    (
         "uint8-fd",
         lambda: run_ppl(uint8_gen, method="fd", output_range="0_255"),
         FiniteDifferenceWarning,

@@ -20,6 +20,7 @@ streams them over many latent points drawn from the counter-based sampler (resum
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -47,7 +48,7 @@ from tangentlens.generators.adapters import GeneratorAdapter, OutputRange, adapt
 from tangentlens.generators.outputs import TO_UNIT, RangeMonitor, call_generator, check_finite_images
 from tangentlens.jvp import PRECISIONS, Precision, _precision
 from tangentlens.jvp import jvp as _jvp
-from tangentlens.lpips import LPIPS
+from tangentlens.lpips import LPIPS, unchecked_range
 from tangentlens.reference.lpips import normalization_tangent
 
 __all__ = [
@@ -146,6 +147,18 @@ def _generator(obj: object, z_dim: int | None, output_range: OutputRange | None,
     if z_dim is None and output_range is None:
         return obj
     return adapt(obj, z_dim=z_dim, output_range=output_range, z_dim_hint=width)
+
+
+def _ranges_checked_here(fn: Callable) -> Callable:
+    """The engine compares the images with the declared range itself (``_probe``: one warning per run,
+    never an error), so LPIPS's own input-range check is off inside ``fn``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with unchecked_range():
+            return fn(*args, **kwargs)
+
+    return wrapper
 
 
 def _probe(op: _Operator, x: torch.Tensor, first_index: int, monitor: RangeMonitor | None) -> None:
@@ -586,6 +599,7 @@ def spectrum(
     return _spectrum(op, x, monitor, k, method, via, oversample, iters, tol, seed, init, first_index)
 
 
+@_ranges_checked_here
 def _spectrum(
     op: _Operator,
     x: torch.Tensor,
@@ -880,6 +894,7 @@ def _rademacher(seed: int, first_index: int, B: int, m: int, d: int, device: tor
     return torch.where(g >= 0, 1.0, -1.0).to(torch.float64).reshape(B, m, d).to(device)
 
 
+@_ranges_checked_here
 def trace(
     fn_or_generator: object,
     z: torch.Tensor,
@@ -909,7 +924,7 @@ def trace(
     _check_int(probes, "probes", 2 if method == "hutchinson" else 6)
     check_u64(seed, "seed")
     check_u64(first_index, "first_index")
-    _probe(op, x, first_index, None)
+    _probe(op, x, first_index, RangeMonitor(op.adapter.output_range))
     B, d = x.shape
     U = _rademacher(seed, first_index, B, probes, d, x.device)
     if method == "hutchinson":
@@ -925,6 +940,7 @@ def trace(
     return Estimate(top + q.mean(1), q.std(1) / math.sqrt(n), probes, method)
 
 
+@_ranges_checked_here
 def off_diagonal_energy(
     fn_or_generator: object,
     z: torch.Tensor,
@@ -948,7 +964,7 @@ def off_diagonal_energy(
     _check_int(probes, "probes", 4)
     check_u64(seed, "seed")
     check_u64(first_index, "first_index")
-    _probe(op, x, first_index, None)
+    _probe(op, x, first_index, RangeMonitor(op.adapter.output_range))
     B, d = x.shape
     s = op.sqnorms(x, _rademacher(seed, first_index, B, probes, d, x.device))
     n = probes
@@ -1199,6 +1215,7 @@ def scan(
             ws = ad.mapping(z, None)
         return ws[:, 0] if space == "w" else ws.flatten(1)
 
+    @_ranges_checked_here
     def compute(start: int, count: int) -> dict[str, torch.Tensor]:
         x = points(start, count)
         sp = _spectrum(op, x, monitor, kk, method, via, oversample, iters, tol, seed, None, start)
