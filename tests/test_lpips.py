@@ -376,7 +376,10 @@ def test_bad_arguments(weight_files):
     with pytest.raises(ValueError, match=r"x1: expected the shape of x0"):
         lp(_images(2, 64, 0), _images(1, 64, 0))
     with pytest.raises(ValueError, match=r"x0: expected images \[N, 3, H, W\]"):
-        lp(torch.rand(2, 1, 64, 64), torch.rand(2, 1, 64, 64))
+        lp(torch.rand(2, 2, 64, 64), torch.rand(2, 2, 64, 64))
+    # grey images are their channel repeated (issue 17: one rule for ppl and spectra; it used to raise)
+    g0, g1 = torch.rand(2, 1, 64, 64) * 2 - 1, torch.rand(2, 1, 64, 64) * 2 - 1
+    torch.testing.assert_close(lp(g0, g1), lp(g0.expand(-1, 3, -1, -1), g1.expand(-1, 3, -1, -1)))
 
 
 def test_nan_image_gives_nan_for_that_sample(weight_files):

@@ -54,9 +54,9 @@ def test_raw_generator_rejects_bad_counters():
 
 @requires_native
 @pytest.mark.parametrize("dim", [1, 2, 7, 64, 513])
-@pytest.mark.parametrize("start", [0, 2**32 - 3, 2**64 - 2])
+@pytest.mark.parametrize("start", [0, 2**32 - 3, 2**64 - 5])
 def test_native_normals_match_reference(dim, start):
-    count = 5
+    count = 5  # at 2**64 - 5: the last five indices (a range past 2**64 is refused, issue 17)
     nat = ops.philox_normal(11, start, count, dim, dtype=torch.float64, impl="native")
     ref = ops.philox_normal(11, start, count, dim, dtype=torch.float64, impl="reference")
     # Our log/sincos are built from exact + - * / (bit-reproducible everywhere); libm's differ by an ulp.
@@ -84,7 +84,7 @@ def test_reduced_dtypes_are_the_rounded_float64(dtype):
 @settings(max_examples=25, deadline=None)
 @given(
     seed=st.integers(0, 2**64 - 1),
-    start=st.integers(0, 2**64 - 1),
+    start=st.integers(0, 2**64 - 60),  # the last index is 2**64 - 1 at most (issue 17: no wrap-around)
     dim=st.integers(1, 40),
     cuts=st.lists(st.integers(0, 60), max_size=4),
 )
@@ -93,8 +93,7 @@ def test_chunking_is_bit_identical(seed, start, dim, cuts):
     whole = ops.philox_normal(seed, start, count, dim)
     edges = sorted({0, count, *cuts})
     parts = [
-        ops.philox_normal(seed, (start + a) % 2**64, b - a, dim)
-        for a, b in zip(edges[:-1], edges[1:], strict=True)
+        ops.philox_normal(seed, start + a, b - a, dim) for a, b in zip(edges[:-1], edges[1:], strict=True)
     ]
     assert torch.equal(torch.cat(parts), whole)
 
@@ -251,7 +250,7 @@ def test_torch_compile_fullgraph():
 @requires_native
 @pytest.mark.parametrize("dtype", ALL_DTYPES)
 def test_cuda_normals_bit_identical_to_cpu(dtype):
-    for start, count, dim in [(0, 1000, 512), (2**32 - 7, 33, 7), (2**64 - 5, 9, 1)]:
+    for start, count, dim in [(0, 1000, 512), (2**32 - 7, 33, 7), (2**64 - 9, 9, 1)]:
         cpu = ops.philox_normal(42, start, count, dim, dtype=dtype)
         gpu = ops.philox_normal(42, start, count, dim, dtype=dtype, device="cuda")
         assert torch.equal(gpu.cpu(), cpu)

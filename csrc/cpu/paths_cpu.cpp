@@ -136,7 +136,7 @@ T* row_ptr(const at::Tensor& x, bool present, int64_t r) {
 void paths_sample_cpu(at::Tensor& z0, at::Tensor& z1, at::Tensor& t, at::Tensor& p0, at::Tensor& p1,
                       at::Tensor& tangent, int64_t seed, int64_t start, int64_t dim, int64_t kind, bool full,
                       double eps) {
-  const PathsSampleArgs args = check_paths_sample(z0, z1, t, p0, p1, tangent, dim, kind, eps);
+  const PathsSampleArgs args = check_paths_sample(z0, z1, t, p0, p1, tangent, start, dim, kind, eps);
   const int64_t count = args.count;
   const bool has_z0 = args.z0, has_z1 = args.z1, has_p0 = args.p0, has_p1 = args.p1, has_tan = args.tangent;
   const at::ScalarType dtype = args.dtype;

@@ -66,6 +66,7 @@ at::Tensor philox4x32_10_cuda(const at::Tensor& counters, int64_t seed) {
 void philox_normal_cuda(at::Tensor& out, int64_t seed, int64_t start, int64_t stream) {
   check_float_matrix(out, "out");
   check_stream(stream);
+  check_row_range(start, out.size(0));
   const int64_t rows = out.size(0), dim = out.size(1);
   if (rows == 0 || dim == 0) return;
   const c10::cuda::CUDAGuard guard(out.device());

@@ -54,7 +54,18 @@ def native_build_info() -> dict[str, object]:
     return {"available": True, "cuda": bool(info[0]), "cuda_version": int(info[1]), "openmp": bool(info[2])}
 
 
-_default_impl: str = os.environ.get("TANGENTLENS_IMPL", "auto")
+IMPLS = ("auto", "native", "reference")
+IMPL_ENV = "TANGENTLENS_IMPL"
+_default_impl: str = os.environ.get(IMPL_ENV, "auto") or "auto"
+
+
+def _check_env_impl() -> None:
+    """An unknown ``$TANGENTLENS_IMPL`` is an error at the first op that resolves it (not at import, so that
+    ``import tangentlens`` and the CLI's ``--help`` still work), never silently ``auto``."""
+    if _default_impl not in IMPLS:
+        raise ValueError(
+            f"${IMPL_ENV}: expected one of 'auto', 'native', 'reference' (or unset), got {_default_impl!r}"
+        )
 
 
 def set_default_impl(impl: Impl) -> None:
@@ -119,9 +130,10 @@ def resolve_impl(
                 "'reference' under torch.func.jvp / forward AD"
             )
         return "reference"
-    if impl not in ("auto", "native", "reference"):
+    if impl not in IMPLS:
         raise ValueError(f"impl: expected 'auto', 'native' or 'reference', got {impl!r}")
     if impl == "auto":
+        _check_env_impl()
         impl = _default_impl  # type: ignore[assignment]
     dev = torch.device(device) if device is not None else torch.device("cpu")
     native_ok = NATIVE_AVAILABLE and (

@@ -21,9 +21,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import sys
 import time
-from collections.abc import Callable, Mapping
+import zipfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +90,15 @@ def save_checkpoint(path: str | os.PathLike, config: Mapping[str, Any], done: in
         pass
 
 
+def _unreadable(path: Path, exc: Exception) -> str:
+    """Why torch.load failed, in the checkpoint's terms (not torch.load's advice on unpickling)."""
+    if not zipfile.is_zipfile(path):
+        return "not a torch.save file (corrupted, truncated by an interrupted write, or another format)"
+    if isinstance(exc, pickle.UnpicklingError) or "Weights only load failed" in str(exc):
+        return "it holds objects other than tensors and plain data: not a tangentlens checkpoint"
+    return f"corrupted ({type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''})"
+
+
 def load_checkpoint(path: str | os.PathLike, config: Mapping[str, Any]) -> tuple[int, Rows]:
     """``(done, rows)`` from a checkpoint written for ``config``; :class:`CheckpointError` otherwise."""
     path = Path(path)
@@ -95,7 +106,8 @@ def load_checkpoint(path: str | os.PathLike, config: Mapping[str, Any]) -> tuple
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any failure to parse means the file is unusable
         raise CheckpointError(
-            f"checkpoint {str(path)!r}: cannot be read ({type(exc).__name__}: {exc})"
+            f"checkpoint {str(path)!r}: cannot be read: {_unreadable(path, exc)}; delete it (or give another "
+            "checkpoint path) to start afresh"
         ) from exc
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {str(path)!r}: not a tangentlens checkpoint")
@@ -237,6 +249,8 @@ def stream(
     stop: Callable[[Rows, int], bool] | None = None,
     check_every: int = 1000,
     device: torch.device | str = "cpu",
+    unverified: Sequence[str] = (),
+    resume_unverified: bool = False,
 ) -> StreamResult:
     """Run ``compute`` over the sample indices ``[0, num_samples)`` (module docstring).
 
@@ -248,6 +262,8 @@ def stream(
         stop: ``stop(rows, n) -> bool`` evaluated on the prefixes ``n = check_every, 2 * check_every, ...``
             (the rows cut to n); the run ends, cut at the first such n where it is true.
         device: where the collectives run (the NCCL backend needs CUDA tensors).
+        unverified: what of the configuration could not be fingerprinted reliably (why, per item): a
+            checkpoint is then resumed only with ``resume_unverified=True``.
     """
     t0 = time.perf_counter()
     rank, world = _dist()
@@ -258,6 +274,13 @@ def stream(
     parts: Rows | None = None
     if checkpoint is not None and Path(checkpoint).exists():
         done, parts = load_checkpoint(checkpoint, config)
+        if unverified and not resume_unverified:
+            raise CheckpointError(
+                f"checkpoint {str(checkpoint)!r}: cannot verify that it was written by the same run: "
+                + "; ".join(unverified)
+                + ". Resume it only if nothing changed: resume_unverified=True (CLI --resume-unverified); "
+                "or delete it to start afresh"
+            )
         done = min(done, num_samples)
         parts = {k: v[:done] for k, v in parts.items()}
         resumed = done

@@ -22,10 +22,40 @@ from torch import nn
 
 from tangentlens.lpips import LPIPS, WeightsNotFoundError
 
-__all__ = ["L2Distance", "make_distance"]
+__all__ = ["DistanceOutputError", "L2Distance", "check_distance_output", "evaluate", "make_distance"]
 
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 DistanceSpec = str | nn.Module | Distance
+
+
+class DistanceOutputError(ValueError):
+    """A distance returned something other than one value per sample."""
+
+
+def check_distance_output(d: object, rows: int, name: str = "distance") -> torch.Tensor:
+    """The distance's output for ``rows`` pairs as a float tensor [rows] (``[rows, 1, 1, 1]``, the lpips
+    package's shape, is flattened). Shape and dtype only: works on torch.func's wrapped tensors."""
+    if not isinstance(d, torch.Tensor):
+        raise DistanceOutputError(
+            f"{name}: expected one value per sample, a tensor [{rows}], got {type(d).__name__}"
+        )
+    if d.dim() == 0:
+        raise DistanceOutputError(
+            f"{name}: expected one value per sample, a tensor [{rows}], got a scalar: it reduced over the "
+            "batch; return the per-sample values (no .mean() or .sum() over the samples)"
+        )
+    if d.shape[0] != rows or d.numel() != rows:
+        raise DistanceOutputError(
+            f"{name}: expected one value per sample, a tensor [{rows}], got shape {tuple(d.shape)}"
+        )
+    if not d.is_floating_point():
+        raise DistanceOutputError(f"{name}: expected floating-point values, got {d.dtype}")
+    return d.reshape(rows)
+
+
+def evaluate(distance: Distance, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+    """``distance(x0, x1)`` checked to be one float per sample [N]."""
+    return check_distance_output(distance(x0, x1), x0.shape[0])
 
 
 class L2Distance(nn.Module):

@@ -18,9 +18,13 @@ An explicit path wins; otherwise the file is searched in the directories of ``$T
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import copy
 import importlib.util
 import os
-from collections.abc import Mapping
+import pickle
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -37,9 +41,11 @@ __all__ = [
     "WEIGHTS_ENV",
     "NvidiaTorchScriptLPIPS",
     "WeightsNotFoundError",
+    "as_rgb",
     "find_weights",
     "load_linear_weights",
     "load_trunk_weights",
+    "unchecked_range",
 ]
 
 WEIGHTS_ENV = "TANGENTLENS_WEIGHTS"
@@ -114,7 +120,15 @@ def _load_state(source: PathLike | Mapping[str, torch.Tensor], what: str) -> Map
     path = Path(source)
     if not path.is_file():
         raise WeightsNotFoundError(f"{what}: no such file {str(path)!r}")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise  # a file that needs code to load: the caller's message (never unpickled by default)
+    except Exception as exc:  # noqa: BLE001 - a truncated or damaged file
+        raise ValueError(
+            f"{what}: {str(path)!r} cannot be read ({type(exc).__name__}: {str(exc).splitlines()[0][:160]}); "
+            "the file is damaged or not a torch.save state dict: download it again"
+        ) from exc
     if not isinstance(state, Mapping):
         raise ValueError(f"{what}: expected a state dict in {str(path)!r}, got {type(state).__name__}")
     return state
@@ -162,14 +176,73 @@ def load_linear_weights(
     return out
 
 
-def _check_image(x: object, name: str) -> torch.Tensor:
+# Off inside unchecked_range(): callers that check their images' range themselves (the PPL and spectra
+# engines, which know the generator's declared range and warn once per run).
+_RANGE_CHECK: contextvars.ContextVar[bool] = contextvars.ContextVar("tangentlens_lpips_range", default=True)
+
+
+@contextlib.contextmanager
+def unchecked_range() -> Iterator[None]:
+    """Within the block, LPIPS modules skip their input-range check."""
+    token = _RANGE_CHECK.set(False)
+    try:
+        yield
+    finally:
+        _RANGE_CHECK.reset(token)
+
+
+def as_rgb(x: torch.Tensor) -> torch.Tensor:
+    """Images ``[..., 1 or 3, H, W]`` with 3 channels: a grey image is its channel repeated, the one rule
+    for 1-channel images everywhere (NVIDIA's PPL repeats them; the lpips package's scaling layer
+    broadcasts them to the same numbers)."""
+    return x if x.shape[-3] == 3 else x.expand(*x.shape[:-3], 3, *x.shape[-2:])
+
+
+def _check_image(x: object, name: str, min_size: int = 1) -> torch.Tensor:
+    """Images [N, 1 or 3, H, W] of a floating dtype, at least ``min_size`` pixels on each side, as RGB."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"{name}: expected a tensor, got {type(x).__name__}")
-    if x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(f"{name}: expected images [N, 3, H, W], got shape {tuple(x.shape)}")
+    if x.dim() != 4 or x.shape[1] not in (1, 3):
+        raise ValueError(
+            f"{name}: expected images [N, 3, H, W] (or [N, 1, H, W]), got shape {tuple(x.shape)}"
+        )
     if not x.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point tensor, got {x.dtype}")
-    return x
+        raise TypeError(
+            f"{name}: expected a floating-point tensor, got {x.dtype} (convert uint8 images with "
+            "x.float() and construct LPIPS with input_range='0_255')"
+        )
+    if min(x.shape[2], x.shape[3]) < min_size:
+        raise ValueError(
+            f"{name}: expected images of at least {min_size}x{min_size} pixels (smaller ones vanish in the "
+            f"trunk's pooling layers), got {x.shape[2]}x{x.shape[3]}; upsample them first, e.g. "
+            f"torch.nn.functional.interpolate(x, size=(64, 64), mode='bilinear')"
+        )
+    return as_rgb(x)
+
+
+def _check_values(x: torch.Tensor, name: str, input_range: str) -> None:
+    """Refuse images whose values contradict ``input_range`` ([0, 255] images read as [-1, 1] give a number
+    several times off): never negative but above 2 in ``"-1_1"``, or clearly negative in ``"0_255"``."""
+    if (
+        not _RANGE_CHECK.get()
+        or x.numel() == 0
+        or torch._C._functorch.is_functorch_wrapped_tensor(x)
+        or torch.compiler.is_compiling()
+    ):
+        return
+    lo, hi = float(x.detach().min()), float(x.detach().max())
+    fix = "pass check_range=False to LPIPS(...) if these values are really meant"
+    if input_range == "-1_1" and lo >= 0 and hi > 2:
+        raise ValueError(
+            f"{name}: values in [{lo:.4g}, {hi:.4g}], never negative, for input_range='-1_1': these look "
+            "like images in [0, 255]; construct LPIPS(..., input_range='0_255') or give x / 127.5 - 1 "
+            f"({fix})"
+        )
+    if input_range == "0_255" and lo < -0.5:
+        raise ValueError(
+            f"{name}: negative values (down to {lo:.4g}) for input_range='0_255': these look like images in "
+            f"[-1, 1]; construct LPIPS(..., input_range='-1_1') ({fix})"
+        )
 
 
 def _check_input_range(input_range: object) -> InputRange:
@@ -189,11 +262,18 @@ class LPIPS(nn.Module):
         eps_mode: ``"lpips"`` (``f / (|f| + 1e-10)``, the lpips package) or ``"torchmetrics"``
             (``f / sqrt(|f|^2 + 1e-8)``); ``eps`` overrides the constant.
         input_range: ``"-1_1"`` (default) or ``"0_255"`` (StyleGAN's convention, mapped by x / 127.5 - 1).
+        check_range: refuse images whose values contradict ``input_range`` (never negative and above 2 for
+            ``"-1_1"``: [0, 255] images; clearly negative for ``"0_255"``). Images outside [-1, 1] by a
+            little (generators overshoot) always pass.
         pretrained: False builds randomly initialised weights (seeded; for tests and timing only, not a
             perceptual metric).
         impl: the fused head's implementation (see :func:`tangentlens._extension.resolve_impl`).
 
     ``lp(x0, x1) -> [N]``, ``lp.embed(x) -> [N, F]`` with ``lp(x0, x1) == |embed(x0) - embed(x1)|^2``.
+    Images are ``[N, 3, H, W]`` (``[N, 1, H, W]`` is taken as grey: the channel repeated), at least
+    ``trunk.min_size`` pixels on a side (16 for VGG16, 31 for AlexNet, 17 for SqueezeNet). The computation
+    follows the images' dtype: float64 images run the trunk in float64 (a cast copy of its weights, kept
+    until the weights change), whatever dtype the module's parameters have.
     Parameters are frozen (``requires_grad=False``); gradients with respect to the images flow.
     """
 
@@ -207,10 +287,14 @@ class LPIPS(nn.Module):
         eps_mode: Literal["lpips", "torchmetrics"] = "lpips",
         eps: float | None = None,
         input_range: InputRange = "-1_1",
+        check_range: bool = True,
         pretrained: bool = True,
         impl: Impl = "auto",
     ) -> None:
         super().__init__()
+        if not isinstance(check_range, bool):
+            raise TypeError(f"check_range: expected True or False, got {check_range!r}")
+        self.check_range = check_range
         if net not in NET_ALIASES:
             raise ValueError(f"net: expected one of {sorted(NET_ALIASES)}, got {net!r}")
         if version != "0.1":
@@ -223,6 +307,8 @@ class LPIPS(nn.Module):
         self.eps = float(EPS_PRESETS[eps_mode][1] if eps is None else eps)
         self.impl: Impl = impl
         self.trunk: Trunk = TRUNKS[self.net]()
+        # trunk copies in the images' dtype when it differs from the parameters' (not state: never saved)
+        self._cast_trunks: dict[torch.dtype, tuple[tuple, list, Trunk]] = {}
         channels = self.trunk.channels
         if pretrained:
             if trunk_weights is None:
@@ -274,6 +360,32 @@ class LPIPS(nn.Module):
     def _trainable_trunk(self) -> bool:
         return any(p.requires_grad for p in self.trunk.parameters())
 
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_cast_trunks"] = {}
+        return state
+
+    def _trunk_for(self, dtype: torch.dtype) -> Trunk:
+        """The trunk in ``dtype``: itself, or a cast copy refreshed when a weight is replaced or changed in
+        place by a tracked op (like the channels_last weight cache)."""
+        params = list(self.trunk.parameters())
+        if not params or params[0].dtype == dtype or dtype not in ops.FLOAT_DTYPES:
+            return self.trunk
+        key = tuple((p.data_ptr(), p._version, p.device) for p in params)
+        hit = self._cast_trunks.get(dtype)
+        if hit is None or hit[0] != key:
+            # the entry holds the weights' storages: their addresses cannot be reused while the key has them
+            cast = copy.deepcopy(self.trunk).to(dtype)
+            hit = (key, [p.untyped_storage() for p in params], cast)
+            self._cast_trunks[dtype] = hit
+        return hit[2]
+
+    def _images(self, x: object, name: str) -> torch.Tensor:
+        x = _check_image(x, name, self.trunk.min_size)
+        if self.check_range:
+            _check_values(x, name, self.input_range)
+        return x
+
     def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_range == "0_255":
             x = x / 127.5 - 1.0
@@ -288,14 +400,17 @@ class LPIPS(nn.Module):
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The trunk's taps for images ``x`` (in ``input_range``), NCHW-contiguous whatever layout the trunk
         ran in (so ``.view`` works on them)."""
-        return [f.contiguous() for f in self.trunk(self._prepare(_check_image(x, "x")))]
+        x = self._images(x, "x")
+        return [f.contiguous() for f in self._trunk_for(x.dtype)(self._prepare(x))]
 
     def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
-        x0, x1 = _check_image(x0, "x0"), _check_image(x1, "x1")
+        x0, x1 = self._images(x0, "x0"), self._images(x1, "x1")
         if x0.shape != x1.shape:
             raise ValueError(f"x1: expected the shape of x0 {tuple(x0.shape)}, got {tuple(x1.shape)}")
+        if x0.dtype != x1.dtype:
+            raise TypeError(f"x1: expected the dtype of x0 ({x0.dtype}), got {x1.dtype}")
         n = x0.shape[0]
-        feats = self.trunk(self._prepare(torch.cat([x0, x1])))  # one trunk pass for both images
+        feats = self._trunk_for(x0.dtype)(self._prepare(torch.cat([x0, x1])))  # one pass for both images
         total = None
         for f, w in zip(feats, self.linear_weights, strict=True):
             d = ops.lpips_layer_distance(
@@ -319,25 +434,33 @@ class LPIPS(nn.Module):
         """The taps of images x [N, 3, H, W] and of their tangents v [N, K, 3, H, W] in one stacked pass
         without autograd, each ``[N, 1 + K, C, h, w]`` (primal first; the scaling layer is affine, so its
         tangent is v / scale). NotImplementedError for trunks without stacked rules."""
+        x, v = as_rgb(x), as_rgb(v)
         tscale = self.scale.to(v.dtype).unsqueeze(1) * (127.5 if self.input_range == "0_255" else 1.0)
         X = torch.cat([self._normalise(x).unsqueeze(1), v / tscale], dim=1)
         with torch.no_grad():
-            return self.trunk.forward_stacked(X, channels_last=self._channels_last(X))
+            return self._trunk_for(X.dtype).forward_stacked(X, channels_last=self._channels_last(X))
 
     def tangent_norms(self, x: torch.Tensor, v: torch.Tensor, *, gram: bool = False) -> torch.Tensor:
         """``|J v_k|^2`` [N, K] (or ``<J v_i, J v_j>`` [N, K, K]) of the embedding at images x [N, 3, H, W]
         along image tangents v [N, K, 3, H, W]: the trunk's JVPs (a stacked pass of primal and tangents
         through VGG/AlexNet layers, else torch.func vmapped over K; torch.func also when x or v requires
-        grad) and the fused tangent kernel per layer (module's eps convention; finite at f = 0 in both)."""
-        x = _check_image(x, "x")
+        grad) and the fused tangent kernel per layer (module's eps convention; finite at f = 0 in both).
+        Grey images x [N, 1, H, W] take grey tangents v [N, K, 1, H, W] (both repeated to 3 channels)."""
+        if not isinstance(v, torch.Tensor):
+            raise TypeError(f"v: expected a tensor, got {type(v).__name__}")
+        if isinstance(x, torch.Tensor) and x.dim() == 4 and v.dim() == 5 and v.shape[2] == x.shape[1] == 1:
+            v = as_rgb(v)
+        x = self._images(x, "x")
         if v.dim() != 5 or v.shape[0] != x.shape[0] or v.shape[2:] != x.shape[1:]:
             raise ValueError(
                 f"v: expected shape [{x.shape[0]}, K, {', '.join(map(str, x.shape[1:]))}], "
                 f"got {tuple(v.shape)}"
             )
 
+        trunk = self._trunk_for(x.dtype)
+
         def feats(xx: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return tuple(self.trunk(self._prepare(xx)))
+            return tuple(trunk(self._prepare(xx)))
 
         primal = tans = None
         if not (torch.is_grad_enabled() and (x.requires_grad or v.requires_grad)):

@@ -13,11 +13,17 @@ from typing import Literal
 import torch
 
 from tangentlens import reference
+from tangentlens._checks import (
+    FLOAT_DTYPES,
+    U64,
+    check_count,
+    check_float_dtype,
+    check_int,
+    check_u64,
+    check_u64_range,
+)
 from tangentlens._extension import NATIVE_AVAILABLE, Impl, resolve_impl
 from tangentlens.reference import bias_act as _ref_bias_act
-
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-_U64 = 1 << 64
 
 __all__ = [
     "bias_act",
@@ -30,30 +36,9 @@ __all__ = [
 ]
 
 
-def check_u64(value: object, name: str) -> int:
-    """An integer in [0, 2^64): seeds and sample indices are unsigned 64-bit counters."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name}: expected an int in [0, 2**64), got {type(value).__name__}")
-    if not 0 <= value < _U64:
-        raise ValueError(f"{name}: expected an int in [0, 2**64), got {value}")
-    return value
-
-
 def as_i64(value: int) -> int:
     """The int64 carrying the same 64 bits (the op schema has no unsigned type)."""
-    return value - _U64 if value >= 1 << 63 else value
-
-
-def check_count(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name}: expected a non-negative int, got {value!r}")
-    return value
-
-
-def check_float_dtype(dtype: object, name: str = "dtype") -> torch.dtype:
-    if dtype not in FLOAT_DTYPES:
-        raise TypeError(f"{name}: expected one of float16, bfloat16, float32, float64, got {dtype}")
-    return dtype  # type: ignore[return-value]
+    return value - U64 if value >= 1 << 63 else value
 
 
 def philox4x32_10(counters: torch.Tensor, seed: int, *, impl: Impl = "auto") -> torch.Tensor:
@@ -96,8 +81,8 @@ def philox_normal(
     check_u64(start, "start")
     check_count(count, "count")
     check_count(dim, "dim")
-    if isinstance(stream, bool) or not isinstance(stream, int) or not 0 <= stream < 1 << 32:
-        raise ValueError(f"stream: expected an int in [0, 2**32), got {stream!r}")
+    check_u64_range(start, count)
+    check_int(stream, "stream", 0, (1 << 32) - 1)
     if out is None:
         check_float_dtype(dtype)
         out = torch.empty(count, dim, dtype=dtype, device=device)

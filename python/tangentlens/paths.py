@@ -18,8 +18,9 @@ from typing import Literal
 import torch
 
 from tangentlens import reference
+from tangentlens._checks import check_count, check_float_dtype, check_u64, check_u64_range
 from tangentlens._extension import Impl, resolve_impl
-from tangentlens.ops import as_i64, check_count, check_float_dtype, check_u64
+from tangentlens.ops import as_i64
 
 Interp = Literal["slerp", "lerp"]
 Sampling = Literal["full", "end"]
@@ -82,6 +83,7 @@ def sample(
     check_u64(start, "start")
     check_count(count, "count")
     check_count(dim, "dim")
+    check_u64_range(start, count)
     check_float_dtype(dtype)
     if interp not in _MODES:
         raise ValueError(f"interp: expected 'slerp' or 'lerp', got {interp!r}")

@@ -34,14 +34,34 @@ import torch.nn.functional as F
 from torch import nn
 
 from tangentlens import _streaming, paths
-from tangentlens.distances import L2Distance, make_distance
-from tangentlens.generators.adapters import TO_UNIT, GeneratorAdapter, as_generator, fingerprint
+from tangentlens._checks import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_number,
+    check_positive,
+    check_tensor,
+    check_u64,
+    check_u64_range,
+)
+from tangentlens._fingerprint import fingerprint_of
+from tangentlens.distances import L2Distance, check_distance_output, evaluate, make_distance
+from tangentlens.generators.adapters import GeneratorAdapter, OutputRange, adapt
+from tangentlens.generators.outputs import (
+    TO_UNIT,
+    GeneratorOutputError,
+    RangeMonitor,
+    check_determinism,
+    check_finite_images,
+    check_images,
+)
 from tangentlens.jvp import PRECISIONS, Precision, _precision
 from tangentlens.jvp import jvp as _engine_jvp
-from tangentlens.lpips import LPIPS
+from tangentlens.lpips import LPIPS, as_rgb, unchecked_range
 
 __all__ = [
     "PRESETS",
+    "DegenerateResultWarning",
     "FiniteDifferenceWarning",
     "PPLProtocol",
     "PPLResult",
@@ -57,21 +77,28 @@ Sampling = Literal["end", "full"]
 Method = Literal["fd", "jvp"]
 Interp = Literal["slerp", "lerp", "slerp_any", "slerp_any_unit"]
 Percentile = tuple[float, Literal["lower", "higher", "linear", "nearest", "midpoint"]]
-
-# A generator output farther than this from [-1, 1] (after the range conversion) is a range error, e.g.
-# [0, 255] images declared as [-1, 1]. Untrained networks reach a few units, so the bound is loose.
-RANGE_LIMIT = 16.0
+Replay = Literal["tangentlens", "nvidia", "torch_fidelity", "torchmetrics"]
 
 
 class FiniteDifferenceWarning(RuntimeWarning):
     """eps = 1e-4 finite differences that the precision or the image dtype make inexact."""
 
 
+class DegenerateResultWarning(RuntimeWarning):
+    """Every tangent or distance of the first batch is exactly 0 while the images vary: the generator's output
+    does not move differentiably along the paths (quantised, detached)."""
+
+
 @dataclass(frozen=True)
 class PPLProtocol:
     """Everything that defines a PPL number (SPEC 4). ``resize``: ``"box256"`` (box-downsample by
-    ``resolution // 256``, NVIDIA), ``"area_or_bilinear:S"`` (area when larger than S, else bilinear,
-    torchmetrics), ``"bilinear:S"`` (torch-fidelity) or ``"none"``."""
+    ``resolution // 256``, NVIDIA), ``"area_or_bilinear:S"`` (area when both sides are larger than S, else
+    bilinear: torchmetrics and torch-fidelity), ``"bilinear:S"`` or ``"none"``. ``replay``: whose arithmetic
+    computes the finite-difference points, so that a peer's latents replay its samples bit for bit:
+    ``"nvidia"`` (``torch.lerp`` in W, NVIDIA's slerp expression in the latents' dtype in Z),
+    ``"torch_fidelity"`` / ``"torchmetrics"`` (``a + (b - a) * t``; torchmetrics' raw-vector slerp
+    expression; the first point is z0 itself), ``"tangentlens"`` (slerp in float64 rounded once,
+    ``torch.lerp``)."""
 
     name: str
     space: Space = "w"
@@ -88,17 +115,21 @@ class PPLProtocol:
     num_samples: int | None = 50_000
     batch_size: int = 16
     precision: Precision = "fp32"
+    replay: Replay = "tangentlens"
 
 
 DEFAULT = PPLProtocol(name="tangentlens")
 # the default protocol's batch on a CPU: small batches keep a layer's activations in cache (at 64² with 128
-# channels, 4 samples per batch ran 1.2x faster than 16 on 2 cores); the batch never changes the result
+# channels, 4 samples per batch ran 1.2x faster than 16 on 2 cores); the batch size changes the result only
+# at float rounding (the kernels round differently per batch shape)
 CPU_BATCH_SIZE = 4
 PRESETS: dict[str, PPLProtocol] = {
     # NVIDIA stylegan2-ada-pytorch `ppl2_wend`: W, end, no crop, box to 256, fp32, batch 2 per GPU.
-    "stylegan2": PPLProtocol(name="stylegan2", method="fd", batch_size=2),
+    "stylegan2": PPLProtocol(name="stylegan2", method="fd", batch_size=2, replay="nvidia"),
     # NVIDIA `ppl_{z,w}{full,end}` (the StyleGAN paper's metric): the face crop; space/sampling as given.
-    "stylegan2_crop": PPLProtocol(name="stylegan2_crop", method="fd", crop=True, batch_size=2),
+    "stylegan2_crop": PPLProtocol(
+        name="stylegan2_crop", method="fd", crop=True, batch_size=2, replay="nvidia"
+    ),
     # torchmetrics.image.PerceptualPathLength: lerp of raw z at t = 0, area/bilinear to 64, LPIPS with
     # eps inside the sqrt, both percentiles 'lower', 10 000 samples.
     "torchmetrics": PPLProtocol(
@@ -111,17 +142,20 @@ PRESETS: dict[str, PPLProtocol] = {
         upper=(99.0, "lower"),
         num_samples=10_000,
         batch_size=64,
+        replay="torchmetrics",
     ),
-    # torch-fidelity calculate_ppl: lerp of z at t = 0, uint8 images, bilinear to 64; num_samples required.
+    # torch-fidelity calculate_ppl: lerp of z at t = 0, uint8 images, to 64 by area when both sides are
+    # larger, else bilinear (SampleSimilarityLPIPS.resize); num_samples required.
     "torch_fidelity": PPLProtocol(
         name="torch_fidelity",
         space="z",
         z_interp="lerp",
         method="fd",
-        resize="bilinear:64",
+        resize="area_or_bilinear:64",
         quantize_uint8=True,
         num_samples=None,
         batch_size=64,
+        replay="torch_fidelity",
     ),
 }
 
@@ -334,40 +368,33 @@ class _Pipeline:
     resolution: int | None
     rgb: bool  # repeat 1 channel to 3 (LPIPS)
     float_dtype: torch.dtype = torch.float32  # uint8 images become this (the distance's dtype)
+    monitor: RangeMonitor | None = None  # the values against the declared range, one warning per run
 
-    def check(self, x: object, start: int, what: str = "generator output") -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{what}: expected a tensor of images, got {type(x).__name__}")
+    def check(
+        self, x: torch.Tensor, start: int, what: str = "generator output", pairs: bool = False
+    ) -> torch.Tensor:
+        """Images for the distance (the adapter checked the type, rows and dtype): [N, 1 or 3, H, W],
+        finite (NaN and inf named, with the sample indices; ``pairs``: the two images of each sample)."""
         if x.ndim != 4 or x.shape[1] not in (1, 3):
-            raise ValueError(f"{what}: expected images [N, 1 or 3, H, W], got shape {tuple(x.shape)}")
-        if not (x.is_floating_point() or x.dtype == torch.uint8):
-            raise TypeError(f"{what}: expected a float or uint8 tensor, got {x.dtype}")
-        if x.is_floating_point():
-            bad = ~torch.isfinite(x.flatten(1)).all(dim=1)
-            if bool(bad.any()):
-                idx = (torch.nonzero(bad).flatten() + start).tolist()
-                raise FloatingPointError(
-                    f"{what}: non-finite values (NaN/Inf) for sample indices {idx[:20]}"
-                    + (" ..." if len(idx) > 20 else "")
-                )
+            raise GeneratorOutputError(
+                f"{what}: expected images [N, 1 or 3, H, W], got shape {tuple(x.shape)}"
+            )
+        check_finite_images(x, start, what, pairs)
         return x
 
     def to_unit(self, x: torch.Tensor, start: int) -> torch.Tensor:
-        """Native range -> [-1, 1] (float), quantised to uint8 levels first when the protocol says so."""
+        """Native range -> [-1, 1] (float, at least float32: a float16 generator's images are not rounded
+        again by the distance), quantised to uint8 levels first when the protocol says so."""
+        if self.monitor is not None:
+            self.monitor.observe(x, start)
         if x.dtype == torch.uint8:
-            x = x.to(self.float_dtype) / 127.5 - 1.0
-        else:
-            a, b = TO_UNIT[self.output_range]
-            x = x * a + b if (a, b) != (1.0, 0.0) else x
-            if self.protocol.quantize_uint8:
-                x = ((x + 1.0) * 127.5).round().clamp(0, 255) / 127.5 - 1.0
-        m = float(x.detach().abs().max()) if x.numel() else 0.0
-        if m > RANGE_LIMIT:
-            raise ValueError(
-                f"generator output: values up to {m:.4g} after mapping the declared output_range "
-                f"{self.output_range!r} to [-1, 1] (samples {start}..{start + x.shape[0] - 1}); declare the "
-                "generator's range with as_generator(..., output_range='0_255' | '0_1' | '-1_1')"
-            )
+            return x.to(self.float_dtype) / 127.5 - 1.0
+        if x.dtype in (torch.float16, torch.bfloat16):
+            x = x.float()
+        a, b = TO_UNIT[self.output_range]
+        x = x * a + b if (a, b) != (1.0, 0.0) else x
+        if self.protocol.quantize_uint8:
+            x = ((x + 1.0) * 127.5).round().clamp(0, 255) / 127.5 - 1.0
         return x
 
     def tangent_scale(self) -> float:
@@ -375,8 +402,8 @@ class _Pipeline:
 
     def linear(self, x: torch.Tensor) -> torch.Tensor:
         """Channels, crop and resize: linear maps applied alike to images and tangents."""
-        if self.rgb and x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
+        if self.rgb:
+            x = as_rgb(x)  # the one rule for grey images (LPIPS applies it too)
         full_res = self.resolution or x.shape[2]
         if self.protocol.crop:
             if x.shape[2] != x.shape[3]:
@@ -436,7 +463,7 @@ def _distance_tangent_sq(distance: Callable, x: torch.Tensor, v: torch.Tensor) -
     # A distance without an embedding: half its second directional derivative at x1 = x (exact for a
     # squared Euclidean distance of any embedding).
     def along(s: torch.Tensor) -> torch.Tensor:
-        return distance(x, x + s.reshape(-1, 1, 1, 1) * v)
+        return check_distance_output(distance(x, x + s.reshape(-1, 1, 1, 1) * v), x.shape[0])
 
     def first(s: torch.Tensor) -> torch.Tensor:
         return torch.func.jvp(along, (s,), (torch.ones_like(s),))[1]
@@ -456,22 +483,57 @@ def _resolve_distance(distance: object, protocol: PPLProtocol, device: torch.dev
 
 
 def _describe_distance(distance: Callable) -> dict[str, Any]:
-    if isinstance(distance, LPIPS):
-        return {
-            "name": f"lpips-{distance.net}",
-            "eps": distance.eps,
-            "eps_mode": distance.eps_mode,
-            "fingerprint": fingerprint(distance),
-        }
+    """The distance in a result's config and a checkpoint: its name, eps convention and the fingerprint of
+    its parameters (a module) or code, defaults and closure (a function)."""
     if isinstance(distance, L2Distance):
         return {"name": "l2"}
-    return {
-        "name": f"{type(distance).__module__}.{type(distance).__qualname__}",
-        "fingerprint": fingerprint(distance),
-    }
+    fp = fingerprint_of(distance)
+    if isinstance(distance, LPIPS):
+        out = {"name": f"lpips-{distance.net}", "eps": distance.eps, "eps_mode": distance.eps_mode}
+    else:
+        out = {"name": f"{type(distance).__module__}.{type(distance).__qualname__}"}
+    out["fingerprint"] = fp.digest
+    if fp.unverified is not None:
+        out["fingerprint_unverified"] = fp.unverified
+    return out
 
 
 # ---- the per-batch computation ----------------------------------------------------------------------------
+
+
+def _nvidia_slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """NVIDIA's slerp of z (metrics/perceptual_path_length.py) in the latents' dtype, operation for
+    operation: unit a and b, the angle's fraction t of the great circle through c = unit(b - <a, b> a),
+    the result normalised again. ``t`` [N, 1]."""
+    a = a / a.norm(dim=-1, keepdim=True)
+    b = b / b.norm(dim=-1, keepdim=True)
+    cos = (a * b).sum(dim=-1, keepdim=True)
+    angle = t * torch.acos(cos)
+    c = b - cos * a
+    c = c / c.norm(dim=-1, keepdim=True)
+    p = a * torch.cos(angle) + c * torch.sin(angle)
+    return p / p.norm(dim=-1, keepdim=True)
+
+
+def _torchmetrics_slerp(a: torch.Tensor, b: torch.Tensor, s: torch.Tensor, unit: bool) -> torch.Tensor:
+    """torchmetrics' raw-vector slerp (``_interpolate``, "slerp_any" / "slerp_unit") at positions s [N]
+    (float64), in its operation order: coefficients sin((1 - s) w) / sin w and sin(s w) / sin w on the raw
+    vectors, the lerp ``a + (b - a) s`` where a or b is zero or they are collinear."""
+    tiny = 1e-7
+
+    def unit_rows(x: torch.Tensor) -> torch.Tensor:
+        return x / (x**2).sum(dim=-1, keepdim=True).sqrt().clamp_min(tiny)
+
+    ua, ub = unit_rows(a), unit_rows(b)
+    cos = (ua * ub).sum(dim=-1, keepdim=True)
+    lerp_rows = (ua.norm(dim=-1, keepdim=True) < tiny) | (ub.norm(dim=-1, keepdim=True) < tiny)
+    lerp_rows = lerp_rows | (cos > 1 - tiny) | (cos < -1 + tiny)
+    omega = cos.acos()
+    denom = omega.sin().clamp_min(tiny)
+    w1, w0 = s.to(a.dtype).reshape(-1, 1), (1 - s).to(a.dtype).reshape(-1, 1)
+    out = (w0 * omega).sin() / denom * a + (w1 * omega).sin() / denom * b
+    out = torch.where(lerp_rows, a + (b - a) * w1, out)
+    return unit_rows(out) if unit else out
 
 
 @dataclass
@@ -481,6 +543,40 @@ class _Engine:
     distance: Callable
     pipe: _Pipeline
     device: torch.device
+    notes: list[str] = field(default_factory=list)
+    first: bool = True  # the first batch is probed (determinism, quantisation, zero tangents)
+
+    def _points(
+        self, z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor, eps: float
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(p(t), p(t + eps))`` of the latent path in the arithmetic of the protocol's ``replay`` (the
+        class docstring of :class:`PPLProtocol`): a peer's latents replay its samples bit for bit."""
+        p, replay = self.protocol, self.protocol.replay
+        peer_lerp = replay in ("torch_fidelity", "torchmetrics")
+        if p.space == "z" and p.z_interp == "slerp":
+            if replay == "nvidia":
+                tt = t.to(z0.dtype).reshape(-1, 1)
+                return _nvidia_slerp(z0, z1, tt), _nvidia_slerp(z0, z1, tt + eps)
+            return paths.slerp(z0, z1, t), paths.slerp(z0, z1, t + eps)
+        if p.space == "z" and p.z_interp in ("slerp_any", "slerp_any_unit"):  # torchmetrics' raw slerp
+            unit = p.z_interp == "slerp_any_unit"
+            if replay == "torchmetrics":
+                at = _torchmetrics_slerp(z0, z1, t, unit)
+                if not unit:  # torchmetrics' first image is G(z0) itself
+                    at = torch.where((t == 0).reshape(-1, 1), z0, at)
+                return at, _torchmetrics_slerp(z0, z1, t + eps, unit)
+            return (
+                paths.slerp_raw_with_tangent(z0, z1, t, unit=unit)[0],
+                paths.slerp_raw_with_tangent(z0, z1, t + eps, unit=unit)[0],
+            )
+        shape = (-1, *([1] * (z0.ndim - 1)))
+        if peer_lerp:  # a + (b - a) * t, the first point z0 itself at t = 0
+            diff = z1 - z0
+            return z0 + diff * t.to(z0.dtype).reshape(shape), z0 + diff * (t + eps).to(z0.dtype).reshape(
+                shape
+            )
+        tt = t.to(z0.dtype).reshape(shape)
+        return z0.lerp(z1, tt), z0.lerp(z1, tt + eps)
 
     def _path(
         self, z0: torch.Tensor, z1: torch.Tensor, t: torch.Tensor, c: torch.Tensor | None, eps: float | None
@@ -490,20 +586,14 @@ class _Engine:
         w = f(z) (over the whole [num_ws, w_dim] tensor), whose tangent is the difference."""
         if self.protocol.space == "w":
             z0, z1 = self.gen.mapping(torch.cat([z0, z1]), _cat2(c)).chunk(2)
-        elif self.protocol.z_interp == "slerp":
-            if eps is None:
-                return paths.slerp_with_tangent(z0, z1, t)
-            return paths.slerp(z0, z1, t), paths.slerp(z0, z1, t + eps)
-        elif self.protocol.z_interp in ("slerp_any", "slerp_any_unit"):  # torchmetrics' raw-vector slerp
-            unit = self.protocol.z_interp == "slerp_any_unit"
-            p, tangent = paths.slerp_raw_with_tangent(z0, z1, t, unit=unit)
-            if eps is None:
-                return p, tangent
-            return p, paths.slerp_raw_with_tangent(z0, z1, t + eps, unit=unit)[0]
+        if eps is not None:
+            return self._points(z0, z1, t, eps)
+        if self.protocol.space == "z" and self.protocol.z_interp == "slerp":
+            return paths.slerp_with_tangent(z0, z1, t)
+        if self.protocol.space == "z" and self.protocol.z_interp in ("slerp_any", "slerp_any_unit"):
+            return paths.slerp_raw_with_tangent(z0, z1, t, unit=self.protocol.z_interp == "slerp_any_unit")
         tt = t.to(z0.dtype).reshape(-1, *([1] * (z0.ndim - 1)))
-        if eps is None:
-            return z0.lerp(z1, tt), z1 - z0
-        return z0.lerp(z1, tt), z0.lerp(z1, tt + eps)
+        return z0.lerp(z1, tt), z1 - z0
 
     def distances(
         self,
@@ -520,26 +610,89 @@ class _Engine:
         if p.method == "fd":
             with torch.no_grad(), _precision(p.precision, self.device):
                 a, b = self._path(z0, z1, t, c, eps)
-                img = gen.image(torch.cat([a, b]), _cat2(c), _cat2(noise), p.space)
-                img = pipe.check(img, start)
+                args = (torch.cat([a, b]), _cat2(c), _cat2(noise), p.space)
+                img = pipe.check(gen.image(*args), start, pairs=True)
+                if self.first:
+                    self._probe_fd(img, args)
                 x = pipe.linear(pipe.to_unit(img, start))
                 x0, x1 = x.chunk(2)
-                d = self.distance(x0, x1).to(torch.float64) / eps**2
+                with unchecked_range():  # the range was checked above, against the declared one
+                    d = evaluate(self.distance, x0, x1).to(torch.float64) / eps**2
         else:
             with torch.no_grad():
                 a, tan = self._path(z0, z1, t, c, None)
+                if self.first:  # a plain call first: a failure names z_dim, uint8 output is refused here
+                    probe = gen.image(a, c, noise, p.space)
+                    check_images(probe, a.shape[0], gen.kind, differentiable=True)
             img, timg = gen.image_jvp(a, tan, c, noise, p.space, precision=p.precision)
             img = pipe.check(img, start)
             pipe.check(timg, start, "generator tangent")
-            with torch.no_grad(), _precision(p.precision, self.device):
+            with torch.no_grad(), _precision(p.precision, self.device), unchecked_range():
                 x = pipe.linear(pipe.to_unit(img, start))
                 v = pipe.linear(timg.to(x.dtype) * pipe.tangent_scale())
                 d = _distance_tangent_sq(self.distance, x, v).to(torch.float64)
+            if self.first:
+                self._probe_jvp(img, timg)
         bad = ~torch.isfinite(d)
         if bool(bad.any()):
             idx = (torch.nonzero(bad).flatten() + start).tolist()
-            raise FloatingPointError(f"distance: non-finite values for sample indices {idx[:20]}")
+            kind = "NaN" if bool(torch.isnan(d).any()) else "inf"
+            raise FloatingPointError(
+                f"distance: {kind} for sample indices {idx[:20]} (the images are finite: the distance "
+                "overflowed or divided by zero)"
+            )
+        quantised = p.quantize_uint8 or any("quantised images" in n for n in self.notes)
+        if self.first and p.method == "fd" and d.numel() > 1 and not bool(d.any()) and not quantised:
+            x0 = x.chunk(2)[0]
+            if not bool((x0 == x0[:1]).all()):
+                self._warn(
+                    "every distance of the first batch is exactly 0 while the images differ between "
+                    f"samples: an eps={eps:g} step does not change the images (quantised or detached "
+                    "output); this is not the path length. Return float images that move with the latents",
+                    DegenerateResultWarning,
+                )
+        self.first = False
         return d
+
+    def _warn(self, msg: str, category: type[Warning]) -> None:
+        self.notes.append(msg)
+        warnings.warn(msg, category, stacklevel=5)
+
+    def _probe_fd(self, img: torch.Tensor, args: tuple) -> None:
+        """First batch under finite differences: the same latents again must give the same images, and a
+        quantised output (uint8, or integral values in [0, 255]) is worth one warning."""
+        again = self.gen.image(*args)
+        a_img, b_img = img.chunk(2)
+        note = check_determinism(img, again, b_img.double() - a_img.double(), self.gen.kind)
+        if note is not None:
+            self.notes.append(note)
+        if self.protocol.quantize_uint8:
+            return  # the protocol's own quantisation, warned about when it was resolved
+        quantised = img.dtype == torch.uint8 or (
+            self.gen.output_range == "0_255" and img.is_floating_point() and torch.equal(img, img.round())
+        )
+        if quantised:
+            self._warn(
+                f"method='fd': the generator returns quantised images ({img.dtype}, 256 levels): an eps="
+                f"{self.protocol.epsilon:g} step mostly rounds to the same level (distances 0, or 37-118x "
+                "off); this reproduces a uint8 protocol such as torch-fidelity's, not the path length. For "
+                "the exact limit return the float images before the quantisation (declare their range with "
+                "output_range=) and use method='jvp'",
+                FiniteDifferenceWarning,
+            )
+
+    def _probe_jvp(self, img: torch.Tensor, timg: torch.Tensor) -> None:
+        """First batch under the JVP: tangents that are exactly 0 for every sample while the images vary
+        mean the output does not move differentiably (rounding or a detach inside the generator)."""
+        if bool(timg.any()) or img.shape[0] < 2 or bool((img == img[:1]).all()):
+            return
+        self._warn(
+            "method='jvp': the generator's image tangents are exactly 0 for every sample of the first batch "
+            "while its images vary: the output does not depend differentiably on the latents (rounding, "
+            "quantisation or a detach inside it), so the exact path length comes out 0. Return float images "
+            "that carry the derivative, or use method='fd' to measure the quantised output",
+            DegenerateResultWarning,
+        )
 
 
 def _cat2(x: Any) -> Any:
@@ -550,39 +703,49 @@ def _cat2(x: Any) -> Any:
     return [torch.cat([n, n]) for n in x]
 
 
+_LOW_PRECISION = {torch.float16: "fp16", torch.bfloat16: "bf16"}
+
+
 def _warn_fd(protocol: PPLProtocol, gen: GeneratorAdapter, notes: list[str]) -> None:
     """Finite differences at eps = 1e-4 need the full float32 mantissa (SPEC 4)."""
     if protocol.method != "fd":
         return
-    if protocol.precision in ("fp16", "bf16"):
+    low = _LOW_PRECISION.get(gen.param_dtype)  # type: ignore[arg-type]
+    if protocol.precision in ("fp16", "bf16") or low is not None:
+        what = (
+            f"precision={protocol.precision!r}"
+            if low is None
+            else f"a {str(gen.param_dtype).removeprefix('torch.')} generator (its parameters)"
+        )
         raise ValueError(
-            f"precision={protocol.precision!r} with method='fd': finite differences at epsilon="
-            f"{protocol.epsilon:g} cancel catastrophically in {protocol.precision} (errors of 10^2-10^4x "
-            "per sample); use method='jvp', which has no cancellation"
+            f"{what} with method='fd': finite differences at epsilon={protocol.epsilon:g} cancel "
+            f"catastrophically in {low or protocol.precision} (errors of 10^2-10^4x per sample); use "
+            "method='jvp', which has no cancellation"
+            + ("" if low is None else ", or the generator in float32 (.float())")
         )
     reasons = []
     if protocol.precision == "tf32":
-        reasons.append("TF32 convolutions/matmuls (10-bit mantissa) make eps=1e-4 differences ~100x off")
-    if protocol.quantize_uint8 or gen.output_range == "0_255" and gen.kind.startswith("torch-fidelity"):
-        reasons.append("uint8 images round away most of an eps=1e-4 step (distances ~37-118x off)")
-    for r in reasons:
-        msg = f"method='fd': {r}; this reproduces the protocol {protocol.name!r}, not the path length"
+        reasons.append(
+            (
+                "TF32 convolutions/matmuls (10-bit mantissa) make eps=1e-4 differences ~100x off",
+                "method='jvp' computes the exact limit",
+            )
+        )
+    if protocol.quantize_uint8:
+        reasons.append(
+            (
+                "uint8 images round away most of an eps=1e-4 step (distances ~37-118x off)",
+                "method='jvp' computes the exact limit; it needs float images from the generator: a uint8 "
+                "output has no derivative",
+            )
+        )
+    for why, fix in reasons:
+        msg = f"method='fd': {why}; this reproduces the protocol {protocol.name!r}, not the path length"
         notes.append(msg)
-        warnings.warn(msg + " (method='jvp' computes the exact limit)", FiniteDifferenceWarning, stacklevel=3)
+        warnings.warn(f"{msg} ({fix})", FiniteDifferenceWarning, stacklevel=3)
 
 
-def _resolve(
-    generator: object,
-    preset: str | None,
-    overrides: Mapping[str, Any],
-    distance: object,
-    device: torch.device | str | None,
-    z_dim_hint: int | None = None,
-) -> tuple[_Engine, dict[str, Any]]:
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f"preset: expected None or one of {sorted(PRESETS)}, got {preset!r}")
-    protocol = PRESETS[preset] if preset is not None else DEFAULT
-    given = {k: v for k, v in overrides.items() if v is not None}
+def _check_protocol_overrides(given: dict[str, Any]) -> dict[str, Any]:
     if "resize" in given:
         given["resize"] = _check_resize(given["resize"])
     for key, allowed in (
@@ -592,24 +755,42 @@ def _resolve(
         ("z_interp", get_args(Interp)),
         ("precision", PRECISIONS),
     ):
-        if key in given and given[key] not in allowed:
-            raise ValueError(f"{key}: expected one of {allowed}, got {given[key]!r}")
-    if "epsilon" in given and not (isinstance(given["epsilon"], (int, float)) and 0 < given["epsilon"] < 1):
-        raise ValueError(f"epsilon: expected a number in (0, 1), got {given['epsilon']!r}")
-    if "crop" in given and not isinstance(given["crop"], bool):
-        raise ValueError(f"crop: expected a bool, got {given['crop']!r}")
+        if key in given:
+            check_choice(given[key], key, allowed)
+    if "epsilon" in given:
+        given["epsilon"] = check_number(given["epsilon"], "epsilon", 0, 1, lo_open=True, hi_open=True)
+    if "crop" in given:
+        check_bool(given["crop"], "crop")
+    for key in ("batch_size", "num_samples"):
+        if key in given:
+            check_int(given[key], key, 1)
     for key in ("lower", "upper"):
         if key in given:
             given[key] = _check_percentile(given[key], key)
+    return given
+
+
+def _resolve(
+    generator: object,
+    preset: str | None,
+    overrides: Mapping[str, Any],
+    distance: object,
+    device: torch.device | str | None,
+    *,
+    z_dim: int | None = None,
+    output_range: OutputRange | None = None,
+    check_range: bool = True,
+    z_dim_hint: int | None = None,
+) -> tuple[_Engine, dict[str, Any]]:
+    if preset is not None:
+        check_choice(preset, "preset", [None, *sorted(PRESETS)])
+    check_bool(check_range, "check_range")
+    protocol = PRESETS[preset] if preset is not None else DEFAULT
+    given = _check_protocol_overrides({k: v for k, v in overrides.items() if v is not None})
     protocol = replace(protocol, **given)
     if protocol.name == "torchmetrics" and protocol.sampling != "end":
         raise ValueError("sampling: the torchmetrics protocol only defines 'end' (t = 0)")
-    try:
-        gen = as_generator(generator)
-    except ValueError as exc:
-        if z_dim_hint is None or "z_dim" not in str(exc):
-            raise
-        gen = as_generator(generator, z_dim=z_dim_hint)  # a plain callable: z_dim from the given latents
+    gen = adapt(generator, z_dim=z_dim, output_range=output_range, z_dim_hint=z_dim_hint)
     if isinstance(gen.module, nn.Module):
         gen.module.eval()
     dev = torch.device(device) if device is not None else gen.device
@@ -624,20 +805,78 @@ def _resolve(
     _warn_fd(protocol, gen, notes)
     if protocol.method == "jvp" and protocol.quantize_uint8:
         notes.append("method='jvp': the uint8 quantisation has no derivative and is left out (exact limit)")
+    if protocol.method == "jvp" and "epsilon" in given:
+        notes.append(
+            f"epsilon={given['epsilon']:g}: unused, method='jvp' computes the eps -> 0 limit (no step)"
+        )
     if protocol.precision == "tf32" and dev.type != "cuda":
         notes.append(f"precision='tf32' on {dev.type}: tensor-core rounding emulated (tangentlens.tf32)")
     resolution = getattr(gen.module, "img_resolution", None)
-    float_dtype = gen.dtype
-    if isinstance(dist, nn.Module):
+    float_dtype = gen.dtype if gen.dtype == torch.float64 else torch.float32
+    if isinstance(dist, nn.Module) and not isinstance(dist, LPIPS):
         float_dtype = next((t.dtype for t in dist.buffers() if t.is_floating_point()), float_dtype)
+    elif isinstance(dist, LPIPS):
+        float_dtype = dist.lin0.dtype if gen.dtype != torch.float64 else torch.float64
     rgb = isinstance(dist, LPIPS) or hasattr(dist, "net")
-    pipe = _Pipeline(protocol, gen.output_range, resolution, rgb=rgb, float_dtype=float_dtype)
     config = asdict(protocol)
+    low = _LOW_PRECISION.get(gen.param_dtype)  # type: ignore[arg-type]
+    if low is not None and protocol.precision == "fp32":
+        config["precision"] = low
+        notes.append(
+            f"precision: the generator's parameters are {str(gen.param_dtype).removeprefix('torch.')}, so "
+            f"it runs in {low}; the images are taken to float32 for the distance"
+        )
+    pipe = _Pipeline(
+        protocol,
+        gen.output_range,
+        resolution,
+        rgb=rgb,
+        float_dtype=float_dtype,
+        monitor=RangeMonitor(gen.output_range, check_range, notes),
+    )
     config["preset"] = preset or "tangentlens (default)"
     config["generator"] = gen.describe()
     config["distance"] = _describe_distance(dist)
     config["notes"] = notes
-    return _Engine(gen, protocol, dist, pipe, dev), config
+    return _Engine(gen, protocol, dist, pipe, dev, notes), config
+
+
+def _check_t(t: object, n: int) -> torch.Tensor:
+    """Path positions: a number or a tensor of 1 or N values, finite, in [0, 1] -> float64 [N]."""
+    if isinstance(t, bool) or not isinstance(t, (int, float, torch.Tensor)):
+        raise TypeError(
+            f"t: expected a number or a tensor [N={n}] of positions in [0, 1], got {type(t).__name__}"
+        )
+    tt = torch.as_tensor(t).detach()
+    if tt.is_complex() or tt.dtype == torch.bool or tt.numel() not in (1, n) or tt.dim() > 1:
+        raise ValueError(
+            f"t: expected a number or a tensor [N={n}] of positions in [0, 1], got shape {tuple(tt.shape)} "
+            f"({tt.dtype})"
+        )
+    tt = tt.to(torch.float64).reshape(-1).expand(n)
+    bad = ~torch.isfinite(tt) | (tt < 0) | (tt > 1)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0])
+        raise ValueError(
+            f"t: expected positions in [0, 1], got {float(tt[i])!r} for sample {i}"
+            + (f" (and {int(bad.sum()) - 1} more)" if int(bad.sum()) > 1 else "")
+        )
+    return tt
+
+
+def _check_rows(x: object, name: str, n: int) -> None:
+    if x is None:
+        return
+    tensors = [x] if isinstance(x, torch.Tensor) else x
+    if not isinstance(tensors, (list, tuple)) or not all(isinstance(v, torch.Tensor) for v in tensors):
+        raise TypeError(
+            f"{name}: expected {'a tensor' if name == 'labels' else 'a list of tensors'} with "
+            f"{n} rows, got {type(x).__name__}"
+        )
+    for i, v in enumerate(tensors):
+        if v.dim() == 0 or v.shape[0] != n:
+            where = name if isinstance(x, torch.Tensor) else f"{name}[{i}]"
+            raise ValueError(f"{where}: expected {n} rows (one per sample), got shape {tuple(v.shape)}")
 
 
 def ppl_distances(
@@ -659,17 +898,26 @@ def ppl_distances(
     noise: Sequence[torch.Tensor] | None = None,
     batch_size: int | None = None,
     device: torch.device | str | None = None,
+    z_dim: int | None = None,
+    output_range: OutputRange | None = None,
+    check_range: bool = True,
 ) -> torch.Tensor:
     """Per-sample path lengths [N] (float64) for EXPLICIT latents ``z0, z1 [N, z_dim]`` and positions ``t``
-    (a float or [N]); ``labels`` and ``noise`` are given per sample or omitted (no labels; constant noise).
-    With a preset and the peer's latents this replays the peer's samples one for one."""
+    (a float or [N], in [0, 1]); ``labels`` and ``noise`` are given per sample or omitted (no labels;
+    constant noise). With a preset and the peer's latents this replays the peer's samples one for one: the
+    path points are computed with the peer's own arithmetic (``PPLProtocol.replay``). ``z_dim`` /
+    ``output_range``: for plain callables (default: z0's width, ``"-1_1"``); ``check_range``: see
+    :func:`ppl`."""
     for name, z in (("z0", z0), ("z1", z1)):
-        if not isinstance(z, torch.Tensor) or z.ndim != 2 or not z.is_floating_point():
-            raise ValueError(
-                f"{name}: expected a float tensor [N, z_dim], got {getattr(z, 'shape', type(z))}"
-            )
+        check_tensor(z, name, ndim=2, shape="[N, z_dim]", floating=True, finite=True)
     if z0.shape != z1.shape:
         raise ValueError(f"z1: expected the shape of z0 {tuple(z0.shape)}, got {tuple(z1.shape)}")
+    n = z0.shape[0]
+    tt = _check_t(t, n)
+    _check_rows(labels, "labels", n)
+    _check_rows(noise, "noise", n)
+    if batch_size is not None:
+        check_int(batch_size, "batch_size", 1)
     engine, _ = _resolve(
         generator,
         preset,
@@ -684,14 +932,14 @@ def ppl_distances(
         ),
         distance,
         device,
+        z_dim=z_dim,
+        output_range=output_range,
+        check_range=check_range,
         z_dim_hint=z0.shape[1],
     )
     if z0.shape[1] != engine.gen.z_dim:
         raise ValueError(f"z0: expected z_dim = {engine.gen.z_dim} columns, got {z0.shape[1]}")
-    n = z0.shape[0]
-    t = torch.as_tensor(t, dtype=torch.float64).expand(n).to(engine.device)
-    if labels is not None and (not isinstance(labels, torch.Tensor) or labels.shape[0] != n):
-        raise ValueError(f"labels: expected [{n}, ...] labels, got {getattr(labels, 'shape', labels)}")
+    tt = tt.to(engine.device)
     bs = batch_size or engine.protocol.batch_size
     dt = engine.gen.param_dtype or z0.dtype
     out = []
@@ -700,7 +948,7 @@ def ppl_distances(
         c = labels[sl].to(engine.device) if labels is not None else None
         nz = [x[sl].to(engine.device, dt) for x in noise] if noise is not None else None
         out.append(
-            engine.distances(z0[sl].to(engine.device, dt), z1[sl].to(engine.device, dt), t[sl], c, nz, s)
+            engine.distances(z0[sl].to(engine.device, dt), z1[sl].to(engine.device, dt), tt[sl], c, nz, s)
         )
     return torch.cat(out).cpu()
 
@@ -728,6 +976,10 @@ def ppl(
     bootstrap: int = 1000,
     progress: bool = True,
     device: torch.device | str | None = None,
+    z_dim: int | None = None,
+    output_range: OutputRange | None = None,
+    check_range: bool = True,
+    resume_unverified: bool = False,
 ) -> PPLResult:
     """Perceptual Path Length of ``generator`` (any object :func:`tangentlens.generators.as_generator`
     accepts).
@@ -743,21 +995,38 @@ def ppl(
             (torchmetrics': slerp of the raw vectors, their norm interpolated) or ``"slerp_any_unit"``
             (that path normalised: torchmetrics' ``"slerp_unit"``).
         num_samples: samples to draw (the maximum with ``target_rel_ci``).
-        batch_size: samples per forward pass; changes the speed, never the result. Default: the preset's,
-            and for tangentlens' protocol 16 on a GPU, ``CPU_BATCH_SIZE`` (4) on a CPU.
+        batch_size: samples per forward pass. Default: the preset's, and for tangentlens' protocol 16 on a
+            GPU, ``CPU_BATCH_SIZE`` (4) on a CPU. Each sample's inputs do not depend on it, but the kernels
+            round differently per batch shape: other batch sizes agree to float rounding (about 1e-4
+            relative per sample in float32), the same batch size bit for bit (also on resume, and on any
+            number of processes at that batch per process).
         distance: ``"auto"`` (LPIPS-VGG16 when its weights are found, else pixels with a warning),
             ``"lpips-vgg16"``, ``"l2"``, an LPIPS module or a callable ``d(x0, x1) -> [N]``.
-        seed: sample i's latents, t, labels and noise derive from (seed, i) only: the result does not depend
-            on the batch size, the number of processes or a resume.
+        seed: sample i's latents, t, labels and noise derive from (seed, i) only, whatever the batch size,
+            the number of processes or a resume.
         labels: conditional generators: None (uniform classes), a tensor [L, c_dim] of labels to draw from
             (e.g. the dataset's), or ``labels(indices) -> [n, ...]``.
         target_rel_ci: stop once the 95 % CI half-width (normal approximation on the trimmed mean) is below
             this fraction of the mean; checked every 1000 samples and cut there.
-        checkpoint: file to resume from and to write atomically every ``checkpoint_every`` seconds.
+        checkpoint: file to resume from and to write atomically every ``checkpoint_every`` seconds. It
+            refuses to resume a different run: the protocol, the seed, and fingerprints of the generator
+            (a module's parameters and buffers; a function's code, constants, defaults and closure) and of
+            the distance must match. ``resume_unverified=True`` resumes when a fingerprint cannot be
+            computed reliably (the result's config says why); otherwise that is refused too.
         bootstrap: bootstrap replicates for the reported CI (trimming re-applied in each); 0 gives the
             normal approximation ``mean +- 1.96 sem`` instead.
         progress: a progress bar with samples/s and the running mean +- CI (rank 0).
         device: where to run (default: the generator's device).
+        z_dim, output_range: for a plain callable ``z -> images`` (its latent size; its image range
+            ``"-1_1"`` (default), ``"0_1"`` or ``"0_255"``), as :func:`tangentlens.generators.as_generator`.
+        check_range: compare the images with the declared range (values far outside it; on the first batch
+            images never negative under ``"-1_1"``, and the like) and warn once per run saying what each fix
+            would change; False silences it. It never stops a run.
+
+    Under finite differences the first batch is computed twice: a generator whose images differ for the
+    same latents (noise drawn inside its forward) is refused, since eps = 1e-4 steps would measure its
+    randomness. Quantised images (uint8) under ``method="fd"``, and tangents that are exactly 0 under
+    ``method="jvp"``, give one warning each.
 
     Under torch.distributed (torchrun), every rank calls this with the same arguments; sample ranges are
     sharded over ranks, distances gathered, and every rank returns the same result.
@@ -779,22 +1048,22 @@ def ppl(
         ),
         distance,
         device,
+        z_dim=z_dim,
+        output_range=output_range,
+        check_range=check_range,
     )
     p = engine.protocol
     if p.num_samples is None:
         raise ValueError(f"num_samples: the preset {preset!r} has no default; pass num_samples")
     n_total, bs = p.num_samples, p.batch_size
-    for name, v in (("num_samples", n_total), ("batch_size", bs)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name}: expected a positive int, got {v!r}")
-    if n_total < 2:
-        raise ValueError(f"num_samples: expected at least 2 (a CI needs two samples), got {n_total}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
-        raise ValueError(f"seed: expected an int in [0, 2**64), got {seed!r}")
-    if isinstance(bootstrap, bool) or not isinstance(bootstrap, int) or bootstrap < 0:
-        raise ValueError(f"bootstrap: expected a non-negative int (replicates), got {bootstrap!r}")
-    if target_rel_ci is not None and not (isinstance(target_rel_ci, (int, float)) and target_rel_ci > 0):
-        raise ValueError(f"target_rel_ci: expected a positive number, got {target_rel_ci!r}")
+    check_int(n_total, "num_samples", 2)  # a CI needs two samples
+    check_u64(seed, "seed")
+    check_u64_range(0, n_total, "num_samples")
+    check_int(bootstrap, "bootstrap", 0)
+    checkpoint_every = check_number(checkpoint_every, "checkpoint_every", 0)
+    check_bool(resume_unverified, "resume_unverified")
+    if target_rel_ci is not None:
+        check_positive(target_rel_ci, "target_rel_ci")
     if labels is not None and engine.gen.label_kind == "none":
         raise ValueError(f"labels: the generator ({engine.gen.kind}) is unconditional, got labels")
     config["seed"] = seed
@@ -837,6 +1106,12 @@ def ppl(
 
     # what determines the rows (a checkpoint must match it); num_samples may grow on resume
     ckpt_config = {k: v for k, v in config.items() if k not in ("num_samples", "notes")}
+    ckpt_config["generator"] = {k: v for k, v in config["generator"].items() if k != "notes"}
+    unverified = [
+        f"{what}: {part['fingerprint_unverified']}"
+        for what, part in (("generator", config["generator"]), ("distance", config["distance"]))
+        if "fingerprint_unverified" in part
+    ]
     res = _streaming.stream(
         compute,
         num_samples=n_total,
@@ -849,6 +1124,8 @@ def ppl(
         postfix=postfix,
         stop=stop if target_rel_ci is not None else None,
         device=dev,
+        unverified=unverified,
+        resume_unverified=resume_unverified,
     )
     d = res.rows["distance"]
     st = trimmed_stats(d, *keep)
@@ -862,6 +1139,7 @@ def ppl(
     config["device"] = str(dev)
     config["world_size"] = _streaming._dist()[1]
     config["bootstrap"] = bootstrap
+    config["notes"] = engine.notes  # with what the run itself found (range, determinism, quantisation)
     config = json.loads(json.dumps(config, default=str))  # JSON-plain (tuples -> lists), as from_json gives
     return PPLResult(
         mean=st["mean"],

@@ -20,6 +20,7 @@ streams them over many latent points drawn from the counter-based sampler (resum
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -30,13 +31,24 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-from torch import nn
 
 from tangentlens import ops
-from tangentlens.generators.adapters import GeneratorAdapter, as_generator, fingerprint
+from tangentlens._checks import (
+    check_bool,
+    check_number,
+    check_u64,
+    check_u64_range,
+    nonfinite_rows,
+)
+from tangentlens._checks import check_choice as _check_choice
+from tangentlens._checks import check_int as _check_int
+from tangentlens._checks import check_positive as _check_positive
+from tangentlens._fingerprint import fingerprint_of
+from tangentlens.generators.adapters import GeneratorAdapter, OutputRange, adapt, as_generator
+from tangentlens.generators.outputs import TO_UNIT, RangeMonitor, call_generator, check_finite_images
 from tangentlens.jvp import PRECISIONS, Precision, _precision
 from tangentlens.jvp import jvp as _jvp
-from tangentlens.lpips import LPIPS
+from tangentlens.lpips import LPIPS, unchecked_range
 from tangentlens.reference.lpips import normalization_tangent
 
 __all__ = [
@@ -63,25 +75,6 @@ TRACE_FRACTIONS = (0.99, 0.999, 0.9999)
 
 
 # ---- argument checks -----------------------------------------------------------------------------------
-
-
-def _check_int(value: object, name: str, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
-        rng = f"an int >= {lo}" if hi is None else f"an int in [{lo}, {hi}]"
-        raise ValueError(f"{name}: expected {rng}, got {value!r}")
-    return value
-
-
-def _check_choice(value: object, name: str, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ValueError(f"{name}: expected one of {', '.join(repr(c) for c in choices)}, got {value!r}")
-    return value  # type: ignore[return-value]
-
-
-def _check_positive(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < float(value) < math.inf:
-        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
-    return float(value)
 
 
 # ---- the operator: F, J V, Jᵀ U and Grams at a batch of points -----------------------------------------
@@ -145,6 +138,57 @@ def _distance_name(distance: object) -> str:
 def _width(z: object) -> int | None:
     """The points' width: the latent dimension of a plain callable that does not declare one."""
     return z.shape[-1] if isinstance(z, torch.Tensor) and z.dim() >= 1 else None
+
+
+def _generator(obj: object, z_dim: int | None, output_range: OutputRange | None, width: int | None) -> object:
+    """``obj`` itself (adapted by ``_Operator``, cached per object), or with an explicit ``z_dim`` /
+    ``output_range`` its adapter built with them (checked against an adapter's own values); a plain
+    callable given only ``output_range`` takes the points' ``width`` as its z_dim."""
+    if z_dim is None and output_range is None:
+        return obj
+    return adapt(obj, z_dim=z_dim, output_range=output_range, z_dim_hint=width)
+
+
+def _ranges_checked_here(fn: Callable) -> Callable:
+    """The engine compares the images with the declared range itself (``_probe``: one warning per run,
+    never an error), so LPIPS's own input-range check is off inside ``fn``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with unchecked_range():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _probe(op: _Operator, x: torch.Tensor, first_index: int, monitor: RangeMonitor | None) -> None:
+    """The generator's images at the points, once, by a plain call: a failure inside it names the points'
+    shape (and z_dim), NaN / inf images are named with the points' indices, and the values are compared
+    with the declared output range (one warning per run, never an error)."""
+    ad = op.adapter
+    with torch.no_grad():
+        img = call_generator(op.gen, x, ad.kind, op.space, ad.z_dim)
+    check_finite_images(img, first_index, "generator output")  # type: ignore[arg-type]
+    if monitor is not None:
+        a, b = TO_UNIT[ad.output_range]
+        monitor.observe((img - b) / a, first_index)  # type: ignore[operator]
+
+
+def _check_finite_products(
+    Y: torch.Tensor, what: str, first_index: int, idx: torch.Tensor | None = None
+) -> None:
+    """Products J v / M v must be finite before an eigensolver sees them (it would only say that it did not
+    converge): NaN and inf are named, with the points."""
+    bad = ~torch.isfinite(Y.reshape(Y.shape[0], -1)).all(dim=1)
+    if not bool(bad.any()):
+        return
+    rows = torch.nonzero(bad).flatten()
+    points = (idx[rows] if idx is not None else rows) + first_index
+    kind = " and ".join(k for k, f in (("NaN", torch.isnan), ("inf", torch.isinf)) if bool(f(Y).any()))
+    raise FloatingPointError(
+        f"spectrum: {kind} in {what} at points {points.tolist()[:20]} (the generator's images are finite: "
+        "its derivative is not, e.g. sqrt or log at 0, or it overflowed)"
+    )
 
 
 class _Operator:
@@ -434,6 +478,7 @@ def _iterate(
     iters: int,
     tol: float,
     Om: torch.Tensor,
+    first_index: int = 0,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Top-k of M at each point by subspace iteration ("randomized") or block Krylov ("lanczos"). Each point
     is frozen at the iteration where its top-k residuals met tol, so its result does not depend on the
@@ -453,6 +498,7 @@ def _iterate(
         idx = active.nonzero().squeeze(1)
         Y = torch.zeros_like(Q)
         Y[idx] = op.mv(x[idx], Q[idx].transpose(1, 2)).transpose(1, 2)
+        _check_finite_products(Y[idx], "the products M v", first_index, idx)
         products += 2 * Q.shape[2]
         if method == "lanczos":
             basis.append(Q)
@@ -497,6 +543,9 @@ def spectrum(
     seed: int = 0,
     init: Spectrum | torch.Tensor | None = None,
     first_index: int = 0,
+    z_dim: int | None = None,
+    output_range: OutputRange | None = None,
+    check_range: bool = True,
 ) -> Spectrum:
     """Eigenvalues and eigenvectors of ``M(z) = JᵀJ`` for F = φ ∘ G at points ``z [B, d]``.
 
@@ -528,17 +577,55 @@ def spectrum(
         seed, first_index: the random start block of point b is row ``first_index + b`` of the
             counter-based generator (results do not depend on the batch composition).
         init: warm start: a previous :class:`Spectrum` (or eigenvectors ``[B, d, k0]``) at nearby points.
+        z_dim, output_range: for a plain callable (its latent size, default z's width; its image range,
+            default ``"-1_1"``), as :func:`tangentlens.generators.as_generator`.
+        check_range: compare the images with the declared range and warn once (never an error).
+
+    The generator is first called once on the points: a failure names their shape and z_dim, NaN or inf
+    images are named with the points' indices (``first_index + b``). Grey images [B, 1, H, W] are repeated
+    to 3 channels for LPIPS (as in :func:`tangentlens.ppl`).
     """
-    op = _Operator(fn_or_generator, distance, space, precision, chunk_size, z_dim=_width(z))
+    op = _Operator(
+        _generator(fn_or_generator, z_dim, output_range, _width(z)),
+        distance,
+        space,
+        precision,
+        chunk_size,
+        z_dim=_width(z),
+    )
     x = op.check_points(z)
+    check_bool(check_range, "check_range")
+    monitor = RangeMonitor(op.adapter.output_range, check_range)
+    return _spectrum(op, x, monitor, k, method, via, oversample, iters, tol, seed, init, first_index)
+
+
+@_ranges_checked_here
+def _spectrum(
+    op: _Operator,
+    x: torch.Tensor,
+    monitor: RangeMonitor | None,
+    k: int | None,
+    method: str,
+    via: str,
+    oversample: int,
+    iters: int | None,
+    tol: float,
+    seed: int,
+    init: Spectrum | torch.Tensor | None,
+    first_index: int,
+) -> Spectrum:
+    """:func:`spectrum` at checked points x of an operator (``scan`` keeps one operator and one range
+    monitor for its whole run)."""
     B, d = x.shape
     k = d if k is None else _check_int(k, "k", 1, d)
     _check_choice(method, "method", ("auto", "full", "randomized", "lanczos"))
     _check_choice(via, "via", ("gram", "svd"))
     _check_int(oversample, "oversample", 0)
-    ops.check_u64(seed, "seed")
-    ops.check_u64(first_index, "first_index")
+    check_u64(seed, "seed")
+    check_u64(first_index, "first_index")
+    check_u64_range(first_index, B, "first_index + points")
     tol = _check_positive(tol, "tol")
+    _probe(op, x, first_index, monitor)
     if method == "auto":
         # one M v (a JVP and a replicated reverse pass) costs about 3 JVPs and block Krylov needs about
         # 4 blocks of k + oversample: below ~12 (k + oversample) directions the d JVPs of "full" are cheaper
@@ -548,13 +635,13 @@ def spectrum(
             raise ValueError(
                 "init: a warm start applies to method='randomized' or 'lanczos', got method='full'"
             )
-        return _full(op, x, k, via)
+        return _full(op, x, k, via, first_index)
     if iters is None:
         iters = 30 if method == "randomized" else d
     _check_int(iters, "iters", 1)
     b = min(d, k + oversample)
     Om = _start_block(B, d, b, seed, first_index, init, x.device)
-    lam, V, R, res, its, products = _iterate(op, x, k, b, method, iters, tol, Om)
+    lam, V, R, res, its, products = _iterate(op, x, k, b, method, iters, tol, Om, first_index)
     if not (torch.isfinite(lam).all() and torch.isfinite(V).all()):
         raise FloatingPointError("spectrum: non-finite eigenpairs (the products J v / Jᵀ u overflowed)")
     return Spectrum(
@@ -582,25 +669,26 @@ def _points_per_pass(op: _Operator, x: torch.Tensor) -> int:
     return max(1, CPU_ROWS_PER_PASS // rows)
 
 
-def _full_group(op: _Operator, x: torch.Tensor, via: str) -> tuple[torch.Tensor, ...]:
+def _full_group(op: _Operator, x: torch.Tensor, via: str, first_index: int) -> tuple[torch.Tensor, ...]:
     B, d = x.shape
     basis = torch.eye(d, dtype=x.dtype, device=x.device).expand(B, d, d)
     if via == "svd":
         J = op.jv(x, basis).double().transpose(1, 2)  # [B, D, d]
+        _check_finite_products(J, "the Jacobian J", first_index)
         _, s, Vh = torch.linalg.svd(J, full_matrices=False)
         return s.square(), Vh.transpose(1, 2), J.transpose(1, 2) @ J
     M = op.gram(x, basis)
+    _check_finite_products(M, "the metric M", first_index)
     M = 0.5 * (M + M.transpose(1, 2))
     return *_eigh_desc(M), M
 
 
-def _full(op: _Operator, x: torch.Tensor, k: int, via: str) -> Spectrum:
+def _full(op: _Operator, x: torch.Tensor, k: int, via: str, first_index: int = 0) -> Spectrum:
     B, d = x.shape
     step = _points_per_pass(op, x)
-    groups = [_full_group(op, x[s : s + step], via) for s in range(0, B, step)]
+    groups = [_full_group(op, x[s : s + step], via, first_index + s) for s in range(0, B, step)]
     lam, V, M = (torch.cat(parts) for parts in zip(*groups, strict=True))
-    if not torch.isfinite(M).all():
-        raise FloatingPointError("spectrum: the metric M has non-finite entries (J v overflowed)")
+    _check_finite_products(M, "the metric M", first_index)
     return Spectrum(
         lam[:, :k],
         V[:, :, :k],
@@ -619,58 +707,82 @@ def stats(spec: Spectrum, *, rel_floor: float = 1e-12) -> dict[str, torch.Tensor
     """SPEC 5 statistics per point, as float64 tensors [B].
 
     With λ the eigenvalues (floored at ``rel_floor · λ_1`` where a logarithm or a ratio needs it):
-    ``trace`` Σλ, ``log_det`` Σ log λ, ``condition_number`` λ_1/λ_d, ``participation_ratio`` (Σλ)²/Σλ²,
-    ``entropy_rank`` exp(H(λ/Σλ)), ``dims_99`` / ``dims_99.9`` / ``dims_99.99`` (fewest eigenvalues
-    holding that fraction of the trace), ``alignment_distance`` ‖|V| − P‖_F to the best permutation P
-    (Hungarian on |V|), ``alignment_max`` mean over latent axes of max_j |V_ij|, and with M kept
-    (method "full") ``column_orthogonality`` ½(log det diag M − log det M) and ``off_diagonal_energy``
-    Σ_{i≠j} M_ij² / Σ_ij M_ij². For a partial spectrum (k < d) the spectral statistics are those of the
-    rank-k part (trace, participation ratio, entropy rank, dims over the k computed eigenvalues), the
-    alignment is over its k eigenvectors (``alignment_max``: mean over them of their largest coordinate),
-    and log_det, condition_number and the column statistics, which need all of M, are left out.
+    ``trace`` Σλ, ``rank`` the number of λ above the floor, ``log_det`` Σ log λ, ``condition_number``
+    λ_1/λ_d, ``participation_ratio`` (Σλ)²/Σλ², ``entropy_rank`` exp(H(λ/Σλ)), ``dims_99`` / ``dims_99.9``
+    / ``dims_99.99`` (fewest eigenvalues holding that fraction of the trace), ``alignment_distance``
+    ‖|V| − P‖_F to the best permutation P (Hungarian on |V|), ``alignment_max`` mean over latent axes of
+    max_j |V_ij|, and with M kept (method "full") ``column_orthogonality`` ½(log det diag M − log det M)
+    over the columns with M_jj above the floor (a latent the generator ignores has J e_j = 0, orthogonal to
+    everything) and ``off_diagonal_energy`` Σ_{i≠j} M_ij² / Σ_ij M_ij². For a partial spectrum (k < d) the
+    spectral statistics are those of the rank-k part (trace, rank, participation ratio, entropy rank, dims
+    over the k computed eigenvalues), the alignment is over its k eigenvectors (``alignment_max``: mean
+    over them of their largest coordinate), and log_det, condition_number and the column statistics, which
+    need all of M, are left out.
+
+    Rank-deficient M (collapsed latents of a VAE) is the normal case: log_det and condition_number then use
+    the floor (``condition_number`` at most ``1 / rel_floor``). Where M = 0 (a generator constant around
+    the point) ``trace``, ``rank``, the ratios and the dims are 0, ``log_det`` is -inf and
+    ``condition_number`` inf. NaN eigenvalues are an error that names them and the points.
     """
     rel_floor = _check_positive(rel_floor, "rel_floor")
     lam = spec.eigenvalues.double()
+    msg = nonfinite_rows(lam, "stats: eigenvalues", 0, "points")
+    if msg is not None:
+        raise FloatingPointError(msg)
+    tiny = torch.finfo(torch.float64).tiny
     lam = lam.clamp_min(0.0)  # PSD: negative values are rounding
-    top = lam[:, :1].clamp_min(torch.finfo(torch.float64).tiny)
-    floor = top * rel_floor
+    zero = lam[:, 0] <= 0  # M = 0 at that point
+    floor = lam[:, :1] * rel_floor
     tr = lam.sum(1)
-    safe_tr = tr.clamp_min(torch.finfo(torch.float64).tiny)
-    p = lam / safe_tr[:, None]
+    p = lam / tr.clamp_min(tiny)[:, None]
+    entropy = -torch.where(p > 0, p * p.clamp_min(1e-300).log(), torch.zeros_like(p)).sum(1)
     out: dict[str, torch.Tensor] = {
         "trace": tr,
-        "participation_ratio": tr.square() / lam.square().sum(1).clamp_min(torch.finfo(torch.float64).tiny),
-        "entropy_rank": torch.exp(
-            -torch.where(p > 0, p * p.clamp_min(1e-300).log(), torch.zeros_like(p)).sum(1)
-        ),
+        "rank": (lam > floor).sum(1).double(),
+        "participation_ratio": tr.square() / lam.square().sum(1).clamp_min(tiny),
+        "entropy_rank": torch.where(zero, 0.0, torch.exp(entropy)),
     }
     cum = lam.cumsum(1)
     for q in TRACE_FRACTIONS:
         # fewest eigenvalues holding a fraction q of the trace (relative slack for the rounding of cumsum)
-        out[f"dims_{100 * q:g}"] = (
-            ((cum < q * tr[:, None] * (1 - 1e-12)).sum(1) + 1).clamp_max(lam.shape[1]).double()
-        )
+        dims = ((cum < q * tr[:, None] * (1 - 1e-12)).sum(1) + 1).clamp_max(lam.shape[1]).double()
+        out[f"dims_{100 * q:g}"] = torch.where(zero, 0.0, dims)
     if spec.complete:
         fl = torch.maximum(lam, floor)
-        out["log_det"] = fl.log().sum(1)
-        out["condition_number"] = lam[:, 0] / fl[:, -1]
+        out["log_det"] = fl.log().sum(1)  # -inf where M = 0
+        out["condition_number"] = torch.where(zero, math.inf, lam[:, 0] / fl[:, -1].clamp_min(tiny))
     a_dist, a_max = _alignment(spec.eigenvectors, spec.complete)
     out["alignment_distance"], out["alignment_max"] = a_dist, a_max
     if spec.metric is not None:
+        out["column_orthogonality"] = _column_orthogonality(spec.metric.double(), rel_floor)
         M = spec.metric.double()
-        diag = torch.diagonal(M, dim1=1, dim2=2).clamp_min(torch.finfo(torch.float64).tiny)
-        C = M / torch.sqrt(diag[:, :, None] * diag[:, None, :])
-        ev = torch.linalg.eigvalsh(0.5 * (C + C.transpose(1, 2)))
-        ev = torch.maximum(ev, ev[:, -1:].clamp_min(torch.finfo(torch.float64).tiny) * rel_floor)
-        # ½(log det diag M − log det M) = −½ log det C, C the correlation matrix (scale free)
-        out["column_orthogonality"] = (-0.5 * ev.log().sum(1)).clamp_min(0.0)
         total = M.square().sum((1, 2))
         off = total - torch.diagonal(M, dim1=1, dim2=2).square().sum(1)
-        out["off_diagonal_energy"] = off / total.clamp_min(torch.finfo(torch.float64).tiny)
+        out["off_diagonal_energy"] = off / total.clamp_min(tiny)
     for name, v in out.items():
-        if not torch.isfinite(v).all():
-            raise FloatingPointError(f"stats: {name} is not finite (eigenvalues {spec.eigenvalues.tolist()})")
+        bad = torch.isnan(v) | (torch.isinf(v) & (name not in ("log_det", "condition_number")))
+        if bool(bad.any()):
+            points = torch.nonzero(bad).flatten().tolist()
+            raise FloatingPointError(
+                f"stats: {name} is {'NaN' if bool(torch.isnan(v).any()) else 'inf'} at points {points[:20]} "
+                f"(eigenvalues there: {spec.eigenvalues[points[:3]].tolist()})"
+            )
     return out
+
+
+def _column_orthogonality(M: torch.Tensor, rel_floor: float) -> torch.Tensor:
+    """½(log det diag M − log det M) = −½ log det C, C the correlation matrix of the columns of J (scale
+    free), over the columns with M_jj above ``rel_floor · max_j M_jj``; the others (J e_j = 0) are left
+    out, an identity block of C. Eigenvalues of C are floored at ``rel_floor`` times the largest."""
+    tiny = torch.finfo(torch.float64).tiny
+    diag = torch.diagonal(M, dim1=1, dim2=2)
+    active = diag > (diag.amax(dim=1, keepdim=True) * rel_floor).clamp_min(tiny)
+    scale = torch.where(active, diag.clamp_min(tiny).rsqrt(), torch.zeros_like(diag))
+    C = M * scale[:, :, None] * scale[:, None, :]
+    C = C + torch.diag_embed((~active).double())
+    ev = torch.linalg.eigvalsh(0.5 * (C + C.transpose(1, 2)))
+    ev = torch.maximum(ev, ev[:, -1:].clamp_min(tiny) * rel_floor)
+    return (-0.5 * ev.log().sum(1)).clamp_min(0.0) + 0.0  # + 0.0: no -0.0
 
 
 def _alignment(V: torch.Tensor, complete: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -782,6 +894,7 @@ def _rademacher(seed: int, first_index: int, B: int, m: int, d: int, device: tor
     return torch.where(g >= 0, 1.0, -1.0).to(torch.float64).reshape(B, m, d).to(device)
 
 
+@_ranges_checked_here
 def trace(
     fn_or_generator: object,
     z: torch.Tensor,
@@ -794,6 +907,8 @@ def trace(
     chunk_size: int | None = None,
     seed: int = 0,
     first_index: int = 0,
+    z_dim: int | None = None,
+    output_range: OutputRange | None = None,
 ) -> Estimate:
     """Stochastic ``tr M(z)`` with a standard error, per point.
 
@@ -802,12 +917,14 @@ def trace(
     J and one Jᵀ product each), ``tr(QᵀMQ)`` is exact (|J Q|², JVPs), Hutchinson on the deflated
     ``(I − QQᵀ) M (I − QQᵀ)`` with the last third; the standard error is that of the deflated part.
     """
-    op = _Operator(fn_or_generator, distance, space, precision, chunk_size, z_dim=_width(z))
+    gen = _generator(fn_or_generator, z_dim, output_range, _width(z))
+    op = _Operator(gen, distance, space, precision, chunk_size, z_dim=_width(z))
     x = op.check_points(z)
     _check_choice(method, "method", ("hutchinson", "hutch++"))
     _check_int(probes, "probes", 2 if method == "hutchinson" else 6)
-    ops.check_u64(seed, "seed")
-    ops.check_u64(first_index, "first_index")
+    check_u64(seed, "seed")
+    check_u64(first_index, "first_index")
+    _probe(op, x, first_index, RangeMonitor(op.adapter.output_range))
     B, d = x.shape
     U = _rademacher(seed, first_index, B, probes, d, x.device)
     if method == "hutchinson":
@@ -823,6 +940,7 @@ def trace(
     return Estimate(top + q.mean(1), q.std(1) / math.sqrt(n), probes, method)
 
 
+@_ranges_checked_here
 def off_diagonal_energy(
     fn_or_generator: object,
     z: torch.Tensor,
@@ -834,15 +952,19 @@ def off_diagonal_energy(
     chunk_size: int | None = None,
     seed: int = 0,
     first_index: int = 0,
+    z_dim: int | None = None,
+    output_range: OutputRange | None = None,
 ) -> Estimate:
     """``Σ_{i≠j} M_ij² = ½ Var(xᵀ M x)`` for Rademacher x (SPEC 2), from ``|J x|²`` (JVPs only): half the
     unbiased sample variance, with the standard error of a sample variance
     ``sqrt((μ₄ − σ⁴ (n − 3)/(n − 1)) / n) / 2``."""
-    op = _Operator(fn_or_generator, distance, space, precision, chunk_size, z_dim=_width(z))
+    gen = _generator(fn_or_generator, z_dim, output_range, _width(z))
+    op = _Operator(gen, distance, space, precision, chunk_size, z_dim=_width(z))
     x = op.check_points(z)
     _check_int(probes, "probes", 4)
-    ops.check_u64(seed, "seed")
-    ops.check_u64(first_index, "first_index")
+    check_u64(seed, "seed")
+    check_u64(first_index, "first_index")
+    _probe(op, x, first_index, RangeMonitor(op.adapter.output_range))
     B, d = x.shape
     s = op.sqnorms(x, _rademacher(seed, first_index, B, probes, d, x.device))
     n = probes
@@ -1036,32 +1158,44 @@ def scan(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     z_dim: int | None = None,
+    output_range: OutputRange | None = None,
+    check_range: bool = True,
+    resume_unverified: bool = False,
 ) -> ScanResult:
     """Spectra at ``num_points`` latent points, streamed (``tangentlens._streaming.stream``).
 
     Point i is ``z_i = philox_normal(seed, i, 1, z_dim)`` (mapped to w / w+ for those spaces) and its random
-    start block is row i of another counter stream, so every row depends only on (seed, i): the result does
-    not depend on ``batch_size`` or the number of processes (torch.distributed ranks share the work), and a
-    run resumed from ``checkpoint`` (written atomically every ``checkpoint_every`` seconds) equals an
-    uninterrupted one. ``generator`` is anything :func:`tangentlens.generators.as_generator` takes (a
-    plain callable z -> tensor needs ``z_dim``). Other arguments as :func:`spectrum`;
-    ``num_directions`` fixed random unit directions give the exact quadratic forms ``vᵀ M v`` per point
-    for :func:`consistency`; ``dtype`` / ``device`` default to the generator's parameters'.
+    start block is row i of another counter stream, so every row's inputs depend only on (seed, i): other
+    batch sizes give the same rows up to float rounding (the kernels round differently per batch shape),
+    the same batch size gives them bit for bit, on any number of processes (torch.distributed ranks share
+    the work) and when resumed from ``checkpoint`` (written atomically every ``checkpoint_every`` seconds;
+    it refuses another configuration, generator or distance, compared by fingerprint, and one whose
+    fingerprint cannot be computed reliably unless ``resume_unverified=True``). ``generator`` is anything
+    :func:`tangentlens.generators.as_generator` takes (a plain callable z -> tensor needs ``z_dim``; its
+    image range is ``output_range``, default ``"-1_1"``). Other arguments as :func:`spectrum`
+    (``check_range`` warns at most once per run); ``num_directions`` fixed random unit directions give the
+    exact quadratic forms ``vᵀ M v`` per point for :func:`consistency`; ``dtype`` / ``device`` default to
+    the generator's parameters'.
     """
     _check_int(num_points, "num_points", 1)
     _check_int(batch_size, "batch_size", 1)
     _check_int(num_directions, "num_directions", 0)
-    ops.check_u64(seed, "seed")
-    if not isinstance(store_eigenvectors, bool):
-        raise TypeError(f"store_eigenvectors: expected a bool, got {type(store_eigenvectors).__name__}")
+    check_u64(seed, "seed")
+    check_bool(store_eigenvectors, "store_eigenvectors")
+    check_bool(check_range, "check_range")
+    check_bool(resume_unverified, "resume_unverified")
+    checkpoint_every = check_number(checkpoint_every, "checkpoint_every", 0)
     if isinstance(distance, str) and distance != "l2":
         from tangentlens.distances import make_distance
 
         distance = make_distance(distance)
     if z_dim is not None:
         z_dim = _check_int(z_dim, "z_dim", 1)
-    op = _Operator(generator, distance, space, precision, chunk_size, z_dim=z_dim)
+    op = _Operator(
+        _generator(generator, z_dim, output_range, None), distance, space, precision, chunk_size, z_dim=z_dim
+    )
     ad = op.adapter
+    monitor = RangeMonitor(ad.output_range, check_range)
     d = op.dim
     kk = d if k is None else _check_int(k, "k", 1, d)
     dtype = dtype or ad.dtype
@@ -1081,24 +1215,10 @@ def scan(
             ws = ad.mapping(z, None)
         return ws[:, 0] if space == "w" else ws.flatten(1)
 
+    @_ranges_checked_here
     def compute(start: int, count: int) -> dict[str, torch.Tensor]:
         x = points(start, count)
-        sp = spectrum(
-            ad,
-            x,
-            distance=distance,
-            space=space,
-            k=kk,
-            method=method,
-            via=via,
-            oversample=oversample,
-            iters=iters,
-            tol=tol,
-            precision=precision,
-            chunk_size=chunk_size,
-            seed=seed,
-            first_index=start,
-        )
+        sp = _spectrum(op, x, monitor, kk, method, via, oversample, iters, tol, seed, None, start)
         if num_directions == 0:
             qf = torch.zeros(count, 0, dtype=torch.float64)
         elif sp.metric is not None:
@@ -1117,10 +1237,15 @@ def scan(
             rows["eigenvectors"] = sp.eigenvectors
         return {n: v.cpu() for n, v in rows.items()}
 
+    gen_fp = fingerprint_of(ad.module)
+    dist_fp = fingerprint_of(distance) if distance is not None and not isinstance(distance, str) else None
     config = {
         "kind": "tangentlens.spectra.scan",
-        "generator": fingerprint(ad.module),
-        "distance": fingerprint(distance) if isinstance(distance, nn.Module) else str(distance),
+        "generator": gen_fp.digest,
+        "generator_kind": ad.kind,
+        "z_dim": ad.z_dim,
+        "output_range": ad.output_range,
+        "distance": dist_fp.digest if dist_fp is not None else str(distance),
         "seed": seed,
         "k": kk,
         "space": space,
@@ -1134,6 +1259,11 @@ def scan(
         "store_eigenvectors": store_eigenvectors,
         "dtype": str(dtype),
     }
+    unverified = [
+        f"{what}: {fp.unverified}"
+        for what, fp in (("generator", gen_fp), ("distance", dist_fp))
+        if fp is not None and fp.unverified is not None
+    ]
     from tangentlens._streaming import stream
 
     res = stream(
@@ -1146,5 +1276,7 @@ def scan(
         progress=progress,
         desc="tangentlens spectrum",
         device=device,
+        unverified=unverified,
+        resume_unverified=resume_unverified,
     )
     return ScanResult._from_rows(config, res.rows, res.resumed_from, res.seconds)

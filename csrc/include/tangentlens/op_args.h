@@ -24,6 +24,15 @@ inline void check_stream(int64_t stream) {
   TORCH_CHECK(stream >= 0 && stream <= 0xFFFFFFFFll, "stream: expected an integer in [0, 2^32), got ", stream);
 }
 
+// Sample indices start .. start + rows - 1 are a 64-bit counter (the int64 carries the uint64's bits):
+// a range past 2^64 would wrap to index 0 and repeat the first samples.
+inline void check_row_range(int64_t start, int64_t rows) {
+  const uint64_t first = static_cast<uint64_t>(start);
+  TORCH_CHECK(rows <= 0 || static_cast<uint64_t>(rows - 1) <= ~uint64_t{0} - first,
+              "start + count: expected at most 2^64 (sample indices are 64-bit counters), got start ", first,
+              " and count ", rows);
+}
+
 inline void check_path_kind(int64_t kind) {
   TORCH_CHECK(kind == interp::kLerp || kind == interp::kSlerp, "path_kind: expected 0 (lerp) or 1 (slerp), got ",
               kind);
@@ -39,7 +48,7 @@ struct PathsSampleArgs {
 
 inline PathsSampleArgs check_paths_sample(const at::Tensor& z0, const at::Tensor& z1, const at::Tensor& t,
                                           const at::Tensor& p0, const at::Tensor& p1, const at::Tensor& tangent,
-                                          int64_t dim, int64_t kind, double eps) {
+                                          int64_t start, int64_t dim, int64_t kind, double eps) {
   check_path_kind(kind);
   TORCH_CHECK(t.dim() == 1 && t.scalar_type() == at::kDouble && t.is_contiguous(),
               "t: expected a contiguous float64 vector, got ", t.scalar_type(), " of shape ", t.sizes());
@@ -48,6 +57,7 @@ inline PathsSampleArgs check_paths_sample(const at::Tensor& z0, const at::Tensor
   TORCH_CHECK(std::isfinite(eps), "eps: expected a finite number, got ", eps);
   PathsSampleArgs args;
   args.count = t.size(0);
+  check_row_range(start, args.count);
   args.ld = dim;
   args.z0 = check_optional_out(z0, "z0", args.count, dim, t);
   args.z1 = check_optional_out(z1, "z1", args.count, dim, t);

@@ -1,11 +1,155 @@
-"""Pieces shared by the sub-commands."""
+"""Pieces shared by the sub-commands: the CLI's small exception vocabulary, argument help with defaults,
+output-path checks and the generator loader."""
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.util
 import inspect
+import os
+import pickle
+import tempfile
+import time
 from pathlib import Path
+
+from tangentlens.generators.nvidia import UnsupportedGeneratorError
+
+__all__ = [
+    "USER_ERRORS",
+    "UsageError",
+    "HelpFormatter",
+    "add_run_options",
+    "check_output_path",
+    "load_generator",
+    "run_options",
+    "write_result",
+]
+
+
+class UsageError(ValueError):
+    """A mistake on the command line the user can fix: one line on stderr, exit status 2."""
+
+
+#: what ``main`` answers with one line and exit status 2 (``--debug`` shows the traceback): bad arguments
+#: and values (ValueError, TypeError; checkpoint and generator-output errors are ValueErrors), files
+#: (OSError: missing weights, unwritable paths), NaN / inf results (FloatingPointError), unreadable or
+#: unsupported generator files
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    TypeError,
+    FloatingPointError,
+    OSError,
+    pickle.UnpicklingError,
+    UnsupportedGeneratorError,
+)
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """``--help`` with each option's default, where it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        flags = (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse._HelpAction)
+        if (
+            "default" not in text
+            and action.default is not None
+            and action.default is not argparse.SUPPRESS
+            and action.option_strings
+            and not isinstance(action, flags)
+        ):
+            text += " (default: %(default)s)"
+        return text
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds >= 0, got {text!r}")
+    return value
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options every streamed run takes (ppl, spectrum): a plain callable's z_dim and range, the range
+    check, the checkpoint and how often it is written, and the explicit resume of an unverified run."""
+    p.add_argument("--z-dim", type=int, help="latent size of a plain callable generator")
+    p.add_argument("--output-range", choices=["-1_1", "0_1", "0_255"], help="the generator's image range")
+    p.add_argument(
+        "--no-check-range",
+        dest="check_range",
+        action="store_false",
+        help="do not compare the images with the declared range (it only ever warns)",
+    )
+    p.add_argument("--checkpoint", metavar="PATH", help="resume from / write this checkpoint file")
+    p.add_argument(
+        "--checkpoint-every",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
+        help="write the checkpoint this often",
+    )
+    p.add_argument(
+        "--resume-unverified",
+        action="store_true",
+        help="resume a checkpoint even though the generator or distance cannot be fingerprinted reliably",
+    )
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the generator's)")
+
+
+def run_options(args: argparse.Namespace) -> dict[str, object]:
+    """The keyword arguments of :func:`add_run_options` for ``ppl`` / ``scan``."""
+    return dict(
+        z_dim=args.z_dim,
+        output_range=args.output_range,
+        check_range=args.check_range,
+        checkpoint=args.checkpoint,
+        checkpoint_every=args.checkpoint_every,
+        resume_unverified=args.resume_unverified,
+        device=args.device,
+    )
+
+
+def check_output_path(path: str | None, option: str) -> Path | None:
+    """An output file the run can write: checked before the run starts (its directory exists and is
+    writable, it is not a directory, an existing file is writable), so that a long run is not lost at the
+    end."""
+    if path is None:
+        return None
+    p = Path(path)
+    if p.is_dir():
+        raise UsageError(f"{option} {path}: is a directory, expected a file path")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"{option} {path}: the directory {str(parent)!r} does not exist")
+    if p.exists():
+        if not os.access(p, os.W_OK):
+            raise UsageError(f"{option} {path}: the file is not writable")
+        return p
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=".tangentlens-write-test-"):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"{option} {path}: cannot create a file in {str(parent)!r} ({exc.strerror})"
+        ) from exc
+    return p
+
+
+def write_result(write: object, path: Path, option: str) -> None:
+    """``write(path)``; if that fails after all (the disk filled up, the directory went away), the result
+    goes to a file in the temporary directory and the error names both: a finished run is never lost."""
+    try:
+        write(path)  # type: ignore[operator]
+    except OSError as exc:
+        fallback = Path(tempfile.gettempdir()) / f"tangentlens-{int(time.time())}-{os.getpid()}{path.suffix}"
+        write(fallback)  # type: ignore[operator]
+        raise UsageError(
+            f"{option} {path}: cannot be written ({exc.strerror or exc}); the result was written to "
+            f"{fallback}"
+        ) from exc
 
 
 def load_generator(spec: str, *, key: str = "G_ema", allow_unsafe_pickle: bool = False) -> object:
@@ -18,29 +162,35 @@ def load_generator(spec: str, *, key: str = "G_ema", allow_unsafe_pickle: bool =
         return load_stylegan2_pkl(spec, key=key, allow_unsafe_pickle=allow_unsafe_pickle)
     mod_name, sep, attr = spec.rpartition(":")
     if not sep or not mod_name or not attr:
-        raise ValueError(
+        raise UsageError(
             f"--generator: expected 'module:attr', 'path/file.py:attr' or 'file.pkl', got {spec!r}"
         )
     if mod_name.endswith(".py"):
         path = Path(mod_name)
         if not path.is_file():
-            raise ValueError(f"--generator: no such file {str(path)!r}")
+            raise UsageError(f"--generator: no such file {str(path)!r}")
         loader = importlib.util.spec_from_file_location(path.stem, path)
-        assert loader is not None and loader.loader is not None
+        if loader is None or loader.loader is None:
+            raise UsageError(f"--generator: {str(path)!r} is not a Python file")
         module = importlib.util.module_from_spec(loader)
-        loader.loader.exec_module(module)
+        try:
+            loader.loader.exec_module(module)
+        except Exception as exc:
+            raise UsageError(
+                f"--generator: running {str(path)!r} failed with {type(exc).__name__}: {exc}"
+            ) from exc
     else:
         try:
             module = importlib.import_module(mod_name)
         except ImportError as exc:
-            raise ValueError(f"--generator: cannot import module {mod_name!r} of {spec!r}: {exc}") from exc
+            raise UsageError(f"--generator: cannot import module {mod_name!r} of {spec!r}: {exc}") from exc
     obj = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            raise ValueError(f"--generator: {mod_name!r} has no attribute {attr!r}")
+            raise UsageError(f"--generator: {mod_name!r} has no attribute {attr!r}")
         obj = getattr(obj, part)
     if inspect.isclass(obj):
-        return obj()
+        return _call_factory(obj, spec)
     looks_like_generator = any(hasattr(obj, a) for a in ("mapping", "synthesis", "decode", "sample", "z_dim"))
     if callable(obj) and not looks_like_generator:
         try:
@@ -53,5 +203,12 @@ def load_generator(spec: str, *, key: str = "G_ema", allow_unsafe_pickle: bool =
             if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
         ]
         if not required:  # a factory
-            return obj()
+            return _call_factory(obj, spec)
     return obj
+
+
+def _call_factory(factory: object, spec: str) -> object:
+    try:
+        return factory()  # type: ignore[operator]
+    except Exception as exc:
+        raise UsageError(f"--generator: calling {spec!r} failed with {type(exc).__name__}: {exc}") from exc

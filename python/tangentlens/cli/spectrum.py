@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 
-from tangentlens.cli._common import load_generator
+from tangentlens.cli._common import (
+    add_run_options,
+    check_output_path,
+    load_generator,
+    run_options,
+    write_result,
+)
 from tangentlens.jvp import PRECISIONS
 
 
@@ -20,19 +25,18 @@ def add(sub: argparse._SubParsersAction) -> None:
         metavar="MODULE:ATTR",
         help="a generator object (mapping/synthesis) or a zero-argument factory returning one",
     )
-    p.add_argument("--points", type=int, default=1000, help="number of latent points (default: 1000)")
-    p.add_argument("--k", type=int, default=32, help="top eigenvalues per point; 0 = all (default: 32)")
+    p.add_argument("--points", type=int, default=1000, help="number of latent points")
+    p.add_argument("--k", type=int, default=32, help="top eigenvalues per point; 0 = all")
+    p.add_argument("--distance", default="l2", help="l2, lpips-vgg16, lpips-alex, lpips-squeeze")
+    p.add_argument("--space", default="z", choices=["z", "w", "w+"], help="latent space of the points")
     p.add_argument(
-        "--distance", default="l2", help="l2, lpips-vgg16, lpips-alex, lpips-squeeze (default: l2)"
+        "--method", default="auto", choices=["auto", "full", "randomized", "lanczos"], help="eigensolver"
     )
-    p.add_argument("--space", default="z", choices=["z", "w", "w+"])
-    p.add_argument("--method", default="auto", choices=["auto", "full", "randomized", "lanczos"])
-    p.add_argument("--tol", type=float, default=1e-3, help="relative residual tolerance (default: 1e-3)")
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--precision", default="fp32", choices=PRECISIONS)
-    p.add_argument("--device", default=None, help="default: the generator's")
-    p.add_argument("--checkpoint", default=None, metavar="PATH", help="resume from / write to PATH")
+    p.add_argument("--tol", type=float, default=1e-3, help="relative residual tolerance")
+    p.add_argument("--batch-size", type=int, default=8, help="points per pass")
+    p.add_argument("--seed", type=int, default=0, help="point i is drawn from (seed, i)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS, help="of the JVPs")
+    add_run_options(p)
     p.add_argument("--eigenvectors", action="store_true", help="store the eigenvectors (for the alignment)")
     p.add_argument(
         "--json", metavar="PATH", default=None, help="write the per-point rows and aggregate to PATH"
@@ -42,31 +46,28 @@ def add(sub: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
         from tangentlens import spectra
 
-        try:
-            obj = load_generator(args.generator)
-            if hasattr(obj, "eval"):
-                obj.eval()
-            if args.device is not None and hasattr(obj, "to"):
-                obj = obj.to(args.device)
-            res = spectra.scan(
-                obj,
-                args.points,
-                args.seed,
-                k=args.k or None,
-                distance=args.distance,
-                space=args.space,
-                method=args.method,
-                tol=args.tol,
-                batch_size=args.batch_size,
-                precision=args.precision,
-                checkpoint=args.checkpoint,
-                store_eigenvectors=args.eigenvectors,
-                progress=not args.no_progress,
-                device=args.device,
-            )
-        except (ValueError, TypeError) as err:
-            print(f"tangentlens spectrum: {err}", file=sys.stderr)
-            return 2
+        json_path = check_output_path(args.json, "--json")
+        check_output_path(args.checkpoint, "--checkpoint")
+        obj = load_generator(args.generator)
+        if hasattr(obj, "eval"):
+            obj.eval()
+        if args.device is not None and hasattr(obj, "to"):
+            obj = obj.to(args.device)
+        res = spectra.scan(
+            obj,
+            args.points,
+            args.seed,
+            k=args.k or None,
+            distance=args.distance,
+            space=args.space,
+            method=args.method,
+            tol=args.tol,
+            batch_size=args.batch_size,
+            precision=args.precision,
+            store_eigenvectors=args.eigenvectors,
+            progress=not args.no_progress,
+            **run_options(args),  # type: ignore[arg-type]
+        )
         agg = res.aggregate()
         summary = {
             name: {key: agg[name][key] for key in ("mean", "std", "q05", "q50", "q95")}
@@ -74,8 +75,8 @@ def add(sub: argparse._SubParsersAction) -> None:
             if name != "eigenvalues"
         }
         print(json.dumps({"points": res.num_points, "seconds": res.seconds, "stats": summary}, indent=1))
-        if args.json:
-            res.to_json(args.json)
+        if json_path is not None:
+            write_result(res.to_json, json_path, "--json")
         return 0
 
     p.set_defaults(run=run)

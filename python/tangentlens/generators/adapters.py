@@ -20,7 +20,6 @@ torch-fidelity ones, as each expects.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -28,39 +27,20 @@ import torch
 from torch import nn
 
 from tangentlens import ops
+from tangentlens._checks import check_choice, check_int
+from tangentlens._fingerprint import fingerprint, fingerprint_of
 from tangentlens.generators.nvidia import convert_nvidia_generator, nvidia_reference_ops
+from tangentlens.generators.outputs import TO_UNIT, call_generator, check_images
 from tangentlens.jvp import Precision
 from tangentlens.jvp import jvp as _engine_jvp
 from tangentlens.models.stylegan2 import StyleGAN2Generator
 
-__all__ = ["GeneratorAdapter", "OutputRange", "as_generator", "fingerprint"]
+__all__ = ["GeneratorAdapter", "OutputRange", "adapt", "as_generator", "fingerprint"]
 
 OutputRange = Literal["-1_1", "0_1", "0_255"]
 _RANGES = ("-1_1", "0_1", "0_255")
 NOISE_STREAM = 3  # counter-RNG streams 0-2 are z0, z1, t (tangentlens.paths)
 LABEL_STREAM = 4
-# native output range -> [-1, 1]: x * a + b
-TO_UNIT = {"-1_1": (1.0, 0.0), "0_1": (2.0, -1.0), "0_255": (1 / 127.5, -1.0)}
-
-
-def fingerprint(obj: object) -> str:
-    """A short hash identifying a module's parameters and buffers (names, shapes, dtypes, sums and a strided
-    sample of values), else its type name: checkpoints refuse to resume with another generator or distance.
-    Sampling keeps it cheap (milliseconds for VGG16) while any retrained or edited network changes it."""
-    h = hashlib.sha256()
-    h.update(f"{type(obj).__module__}.{type(obj).__qualname__}".encode())
-    if isinstance(obj, nn.Module):
-        for name, t in sorted(obj.state_dict().items()):
-            flat = t.detach().reshape(-1)
-            h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-            if flat.numel() and (flat.is_floating_point() or flat.is_complex()):
-                step = max(1, flat.numel() // 4096)
-                x = flat.double()
-                summary = torch.stack([x.sum(), x.square().sum()])
-                h.update(torch.cat([summary.cpu(), x[::step].cpu()]).numpy().tobytes())
-            elif flat.numel():
-                h.update(flat.cpu().contiguous().view(torch.uint8).numpy().tobytes()[:65536])
-    return h.hexdigest()[:16]
 
 
 class _Bound:
@@ -165,11 +145,23 @@ class GeneratorAdapter:
     def mapping(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
         raise ValueError(f"space='w': the generator ({self.kind}) has no mapping network; use space='z'")
 
+    def _checked(self, fn: Callable, differentiable: bool) -> Callable:
+        """``fn`` with its output checked at the boundary (:func:`.outputs.check_images`): one tensor, one
+        row per latent, float (uint8 only where no derivative is taken)."""
+        kind = self.kind
+
+        def call(x: torch.Tensor) -> torch.Tensor:
+            return check_images(fn(x), x.shape[0], kind, differentiable=differentiable)
+
+        return call
+
     def image(
         self, x: torch.Tensor, c: torch.Tensor | None, noise: Sequence[torch.Tensor] | None, space: str
-    ):
-        """Images from latents ``x`` (z [N, z_dim], or w [N, num_ws, w_dim] for space 'w')."""
-        return self._fn(space, c, noise)(x)
+    ) -> torch.Tensor:
+        """Images from latents ``x`` (z [N, z_dim], or w [N, num_ws, w_dim] for space 'w'), checked; a
+        failure inside the generator names the latents' shape (and z_dim)."""
+        out = call_generator(self._fn(space, c, noise), x, self.kind, space, self.z_dim)
+        return check_images(out, x.shape[0], self.kind, differentiable=False)
 
     def image_jvp(
         self,
@@ -181,7 +173,7 @@ class GeneratorAdapter:
         precision: Precision = "fp32",
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Images and their tangents ``[N, C, H, W]`` along one tangent per sample."""
-        fn = _Bound(self._fn(space, c, noise), self._rules(space, c, noise))
+        fn = _Bound(self._checked(self._fn(space, c, noise), True), self._rules(space, c, noise))
         with self.jvp_context():
             img, timg = _engine_jvp(fn, x, tangent.unsqueeze(1), chunk_size=1, precision=precision)
         return img, timg[:, 0]
@@ -201,7 +193,8 @@ class GeneratorAdapter:
                 f"space: {space!r} needs a generator with mapping/synthesis, got a {self.kind}; use "
                 "space='z' (the function's own input)"
             )
-        fn, rules = self._fn("z" if space == "z" else "w", None, None), self._rules(space[:1], None, None)
+        fn = self._checked(self._fn("z" if space == "z" else "w", None, None), True)
+        rules = self._rules(space[:1], None, None)
         num_ws, w_dim = getattr(self, "num_ws", 0), getattr(self, "w_dim", 0)
         if space != "z" and (num_ws < 1 or w_dim < 1):
             raise ValueError(
@@ -243,15 +236,24 @@ class GeneratorAdapter:
         return contextlib.nullcontext()
 
     def describe(self) -> dict[str, Any]:
-        return {
+        """What identifies the generator in a result's config and a checkpoint: kind, class, z_dim, labels,
+        range, parameter dtype and the fingerprint of its parameters (a module) or code (a function);
+        ``fingerprint_unverified`` says why a fingerprint may miss a change (resuming then needs an
+        explicit override)."""
+        fp = fingerprint_of(self.module)
+        out = {
             "kind": self.kind,
             "class": f"{type(self.module).__module__}.{type(self.module).__qualname__}",
             "z_dim": self.z_dim,
             "labels": self.label_kind,
             "output_range": self.output_range,
-            "fingerprint": fingerprint(self.module),
+            "dtype": str(self.dtype).removeprefix("torch."),
+            "fingerprint": fp.digest,
             "notes": list(self.notes),
         }
+        if fp.unverified is not None:
+            out["fingerprint_unverified"] = fp.unverified
+        return out
 
 
 class StyleGANAdapter(GeneratorAdapter):
@@ -363,9 +365,12 @@ class CallableAdapter(GeneratorAdapter):
 
 
 def _check_z_dim(z_dim: object, what: str) -> int:
-    if isinstance(z_dim, bool) or not isinstance(z_dim, int) or z_dim < 1:
-        raise ValueError(f"z_dim: expected a positive int for {what}, got {z_dim!r}")
-    return z_dim
+    if z_dim is None:
+        raise ValueError(
+            f"z_dim: {what} does not say its latent size; pass z_dim=N (as_generator, ppl, ppl_distances, "
+            "spectrum and scan take it; the CLI --z-dim)"
+        )
+    return check_int(z_dim, "z_dim", 1)
 
 
 def as_generator(
@@ -380,17 +385,42 @@ def as_generator(
     inferred (plain callables need ``z_dim``; their default range is [-1, 1]); ``dtype`` is the latents'
     dtype (default: the module's parameters', else float32)."""
     if isinstance(generator, GeneratorAdapter):
+        if z_dim is not None and z_dim != generator.z_dim:
+            raise ValueError(f"z_dim: the adapter says z_dim={generator.z_dim}, got z_dim={z_dim}")
+        if output_range is not None and output_range != generator.output_range:
+            check_choice(output_range, "output_range", _RANGES)
+            raise ValueError(
+                f"output_range: the adapter declares {generator.output_range!r}, got {output_range!r}; "
+                "pass output_range to as_generator when building the adapter"
+            )
         return generator
     ad = _as_generator(generator, z_dim, output_range, convert_nvidia)
     ad.dtype_override = dtype
     return ad
 
 
+def adapt(
+    generator: object,
+    *,
+    z_dim: int | None = None,
+    output_range: OutputRange | None = None,
+    z_dim_hint: int | None = None,
+) -> GeneratorAdapter:
+    """:func:`as_generator` with the user's ``z_dim`` / ``output_range``; a plain callable given no z_dim
+    takes ``z_dim_hint`` (the width of explicit latents or points) instead of failing."""
+    try:
+        return as_generator(generator, z_dim=z_dim, output_range=output_range)
+    except ValueError as exc:
+        if z_dim is not None or z_dim_hint is None or not str(exc).startswith("z_dim:"):
+            raise
+        return as_generator(generator, z_dim=z_dim_hint, output_range=output_range)
+
+
 def _as_generator(
     generator: object, z_dim: int | None, output_range: OutputRange | None, convert_nvidia: bool
 ) -> GeneratorAdapter:
-    if output_range is not None and output_range not in _RANGES:
-        raise ValueError(f"output_range: expected one of {_RANGES}, got {output_range!r}")
+    if output_range is not None:
+        check_choice(output_range, "output_range", _RANGES)
     G: Any = generator
     if hasattr(G, "mapping") and hasattr(G, "synthesis") and hasattr(G, "z_dim") and hasattr(G, "num_ws"):
         if isinstance(G, StyleGAN2Generator) or not convert_nvidia:
@@ -413,7 +443,7 @@ def _as_generator(
         return CallableAdapter(
             G,
             G,
-            z_dim=_check_z_dim(int(G.z_size), "torch-fidelity's z_size"),
+            z_dim=_check_z_dim(int(G.z_size), "the torch-fidelity generator (z_size)"),
             kind="torch-fidelity GenerativeModelBase",
             output_range=output_range or "0_255",
             label_kind="index" if n > 0 else "none",
@@ -445,7 +475,7 @@ def _as_generator(
         return CallableAdapter(
             G,
             G.decode,
-            z_dim=_check_z_dim(zd, "the VAE decoder (set z_dim or latent_dim, or pass z_dim=)"),
+            z_dim=_check_z_dim(zd, "the VAE decoder (no z_dim or latent_dim attribute)"),
             kind="VAE decoder (decode)",
             output_range=output_range or "-1_1",
         )
@@ -454,7 +484,7 @@ def _as_generator(
         return CallableAdapter(
             G,
             G,
-            z_dim=_check_z_dim(zd, "a plain callable (pass z_dim=)"),
+            z_dim=_check_z_dim(zd, "a plain callable"),
             kind="callable",
             output_range=output_range or "-1_1",
         )

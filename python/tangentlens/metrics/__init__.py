@@ -7,7 +7,12 @@ metrics (``pip install tangentlens[metrics]``); the MI-based metrics need numpy 
 
 from __future__ import annotations
 
-from tangentlens.metrics._discretize import discrete_entropy, histogram_discretize, mutual_info_matrix
+from tangentlens.metrics._discretize import (
+    ContinuousFactorsWarning,
+    discrete_entropy,
+    histogram_discretize,
+    mutual_info_matrix,
+)
 from tangentlens.metrics.classes import (
     DCI,
     HAVE_TORCHMETRICS,
@@ -51,6 +56,7 @@ __all__ = [
     "MIG",
     "SAP",
     "AccuracyResult",
+    "ContinuousFactorsWarning",
     "DCIResult",
     "Explicitness",
     "ExplicitnessResult",

@@ -8,12 +8,15 @@ indices, so there is no Python loop over code x factor pairs.
 from __future__ import annotations
 
 import sys
+import warnings
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "ContinuousFactorsWarning",
     "as_array",
+    "check_discrete_factors",
     "encode_labels",
     "histogram_discretize",
     "mutual_info_matrix",
@@ -59,6 +62,28 @@ def check_same_rows(a: np.ndarray, a_name: str, b: np.ndarray, b_name: str) -> N
             f"{a_name} and {b_name} must have the same number of rows (samples); "
             f"got {a.shape[0]} and {b.shape[0]}"
         )
+
+
+class ContinuousFactorsWarning(UserWarning):
+    """Factor values that look continuous given to a metric that takes them as discrete labels."""
+
+
+def check_discrete_factors(f: np.ndarray, metric: str, alternative: str = "") -> None:
+    """Warn once per call when a factor column looks continuous (more than half the rows, and more than 20,
+    hold distinct values): the metric takes each distinct value as its own class."""
+    n = f.shape[0]
+    for j in range(f.shape[1]):
+        k = np.unique(f[:, j]).size
+        if k > max(n / 2, 20):
+            warnings.warn(
+                f"{metric}: factors column {j} has {k} distinct values in {n} samples: these look "
+                f"continuous, but {metric} takes factor values as discrete labels (each distinct value its "
+                "own class), so the score would not mean what it says. Discretise them first, e.g. "
+                f"tangentlens.metrics.histogram_discretize(factors, 20){alternative}",
+                ContinuousFactorsWarning,
+                stacklevel=3,
+            )
+            return
 
 
 def check_same_cols(a: np.ndarray, a_name: str, b: np.ndarray, b_name: str) -> None:

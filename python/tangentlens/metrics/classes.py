@@ -44,6 +44,12 @@ class _NumpyAccumulator:
         if factors is not None:
             self._factors.append(factors)
 
+    def _columns(self) -> tuple[int, int | None] | None:
+        """(code columns, factor columns) of the first stored batch, None before any."""
+        if not self._codes:
+            return None
+        return self._codes[0].shape[1], (self._factors[0].shape[1] if self._factors else None)
+
     def _gathered(self) -> tuple[np.ndarray, np.ndarray | None]:
         if not self._codes:
             raise RuntimeError(f"{type(self).__name__}.compute() called before any update()")
@@ -80,6 +86,11 @@ if HAVE_TORCHMETRICS:  # pragma: no cover - torchmetrics is not installed in CI
             if factors is not None:
                 self.factors.append(torch.from_numpy(factors))
 
+        def _columns(self) -> tuple[int, int | None] | None:
+            if len(self.codes) == 0:
+                return None
+            return self.codes[0].shape[1], (self.factors[0].shape[1] if len(self.factors) else None)
+
         def _gathered(self) -> tuple[np.ndarray, np.ndarray | None]:
             if len(self.codes) == 0:
                 raise RuntimeError(f"{type(self).__name__}.compute() called before any update()")
@@ -108,6 +119,14 @@ class _Supervised(_Base):
                 raise ValueError(f"{type(self).__name__}.update needs factors [B, F]; got None")
             f = as_array(factors, "factors", min_rows=1)
             check_same_rows(c, "codes", f, "factors")
+        first = self._columns()
+        if first is not None:  # every batch has the columns of the first (found here, not at compute)
+            for name, x, cols in (("codes", c, first[0]), ("factors", f, first[1])):
+                if x is not None and cols is not None and x.shape[1] != cols:
+                    raise ValueError(
+                        f"{type(self).__name__}.update: {name} has {x.shape[1]} columns, the earlier batches "
+                        f"{cols}; every batch needs the same {name} columns (reset() to start over)"
+                    )
         self._store(c, f)
 
     def _arrays(self) -> tuple[np.ndarray, np.ndarray]:

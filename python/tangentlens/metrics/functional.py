@@ -14,6 +14,9 @@ Degenerate input, decided once for all metrics:
   reference does). Gaussian total correlation raises (log of a zero variance).
 * A factor with a single value has entropy 0: MIG raises, and so do the classifier metrics (SAP, DCI,
   explicitness), which cannot fit one class. SAP-continuous raises (zero variance).
+* Factor values that look continuous (more than half the rows, and more than 20, distinct in a column)
+  given to a metric that takes them as labels (MIG, modularity, SAP discrete, DCI, explicitness) get a
+  ``ContinuousFactorsWarning`` saying to discretise them (IRS discretises factors itself).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from tangentlens.metrics._discretize import (
     _mi_codes_factors,
     _mi_from_labels,
     as_array,
+    check_discrete_factors,
     check_same_cols,
     check_same_rows,
     encode_labels,
@@ -168,6 +172,7 @@ def mig(codes: Any, factors: Any, *, num_bins: int = 20) -> float:
     if c.shape[1] < 2:
         raise ValueError(f"mig needs at least 2 codes (the gap between the top two); got codes {c.shape}")
     _require_varying_factors(f, "mig", "its entropy is 0 and the normalised gap is undefined")
+    check_discrete_factors(f, "mig")
     m = _mi_codes_factors(c, f, num_bins)
     top = np.sort(m, axis=0)
     return float(np.mean((top[-1] - top[-2]) / _entropy(f)))
@@ -204,6 +209,7 @@ def sap(
         score = _sap_continuous_matrix(c, f)
     else:
         _require_varying_factors(f, "sap", "a classifier cannot be trained on one class")
+        check_discrete_factors(f, "sap", ", or pass continuous_factors=True")
         score = _sap_discrete_matrix(c, f, ct, ft, svc_c, max_iter)
     top = np.sort(score, axis=0)
     return float(np.mean(top[-1] - top[-2]))
@@ -288,6 +294,7 @@ def dci(
     """
     c, f, ct, ft = _train_test(codes, factors, codes_test, factors_test, "dci")
     _require_varying_factors(f, "dci", "a classifier cannot be trained on one class")
+    check_discrete_factors(f, "dci")
     (fl, ftl), _ = encode_labels(f, ft)
     seed = _seed_from(random_state)
 
@@ -329,6 +336,7 @@ def modularity(codes: Any, factors: Any, *, num_bins: int = 20) -> float:
     The result is the mean over codes.
     """
     c, f = _pair(codes, factors)
+    check_discrete_factors(f, "modularity")
     m2 = np.square(_mi_codes_factors(c, f, _check_bins(num_bins)))
     top = m2.max(axis=1)
     if f.shape[1] == 1:
@@ -359,6 +367,7 @@ def explicitness(
 
     c, f, ct, ft = _train_test(codes, factors, codes_test, factors_test, "explicitness")
     _require_varying_factors(f, "explicitness", "a classifier cannot be trained on one class")
+    check_discrete_factors(f, "explicitness")
     mean = c.mean(axis=0)
     std = c.std(axis=0)
     std = np.where(std > 0, std, 1.0)

@@ -224,7 +224,9 @@ class MappingNetwork(nn.Module):
                 )
 
         if self.num_ws is not None:
-            x = x.unsqueeze(1).expand(-1, self.num_ws, -1)
+            # a real copy per ws, as NVIDIA's repeat: an expanded view would make every ws one memory
+            # location, which torch.func (jvp through synthesis) and in-place edits of ws refuse
+            x = x.unsqueeze(1).repeat(1, self.num_ws, 1)
         if truncation_psi != 1:
             if self.w_avg_beta is None:
                 raise ValueError(

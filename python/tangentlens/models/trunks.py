@@ -24,6 +24,8 @@ class Trunk(nn.Module):
     channels: tuple[int, ...] = ()
     #: end index (exclusive) of each tapped slice of ``features``
     tap_ends: tuple[int, ...] = ()
+    #: the smallest image side the taps exist for (the pooling layers shrink smaller images to nothing)
+    min_size: int = 1
 
     features: nn.Sequential
 
@@ -141,6 +143,7 @@ class VGG16Features(Trunk):
     weights_file = "vgg16-397923af.pth"
     channels = (64, 128, 256, 512, 512)
     tap_ends = (4, 9, 16, 23, 30)
+    min_size = 16  # four 2x2 max-pools before relu5_3
 
     def __init__(self) -> None:
         super().__init__()
@@ -162,6 +165,7 @@ class AlexNetFeatures(Trunk):
     weights_file = "alexnet-owt-7be5be79.pth"
     channels = (64, 192, 384, 256, 256)
     tap_ends = (2, 5, 8, 10, 12)
+    min_size = 31  # the stride-4 11x11 convolution and two 3x3 stride-2 max-pools
 
     def __init__(self) -> None:
         super().__init__()
@@ -207,6 +211,7 @@ class SqueezeNet11Features(Trunk):
     weights_file = "squeezenet1_1-b8a52dc0.pth"
     channels = (64, 128, 256, 384, 384, 512, 512)
     tap_ends = (2, 5, 8, 10, 11, 12, 13)
+    min_size = 17  # the stride-2 3x3 convolution and three 3x3 stride-2 max-pools
 
     def __init__(self) -> None:
         super().__init__()
