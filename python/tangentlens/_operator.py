@@ -162,6 +162,19 @@ class _Operator:
     def jv(self, x: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
         """J v for V [B, k, d] -> [B, k, D] (x's dtype)."""
         img, timg = self._image_jvp(x, V)
+        return self._embed_tangents(x, img, timg)
+
+    def value_and_jv(self, x: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(F(x) [B, D], J v [B, k, D])`` from one pass of the generator (the embedding of the images
+        costs one more pass of φ)."""
+        img, timg = self._image_jvp(x, V)
+        if self.embed is None:
+            return img.flatten(1), timg.flatten(2)
+        with torch.no_grad(), _precision(self.precision, x.device):  # type: ignore[arg-type]
+            value = self.embed(img).flatten(1)
+        return value, self._embed_tangents(x, img, timg)
+
+    def _embed_tangents(self, x: torch.Tensor, img: torch.Tensor, timg: torch.Tensor) -> torch.Tensor:
         if self.embed is None:
             return timg.flatten(2)
         chunk = self.chunk_size or timg.shape[1]
