@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 import tangentlens
-from tangentlens.cli import demo, info, linear_gaussian, ppl, spectrum
+from tangentlens.cli import demo, geodesic, info, linear_gaussian, ppl, spectrum
 from tangentlens.cli._common import load_generator
 
 __all__ = ["build_parser", "load_generator", "main"]
@@ -23,6 +23,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     linear_gaussian.add,
     ppl.add,
     spectrum.add,
+    geodesic.add,
     demo.add,
 ]
 

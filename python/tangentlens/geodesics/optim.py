@@ -38,6 +38,8 @@ CONVERGED, MAX_ITERS, STALLED = 0, 1, 2
 STATUS_NAMES = {CONVERGED: "converged", MAX_ITERS: "max_iters", STALLED: "stalled"}
 ARMIJO = 1e-4
 MAX_BACKTRACKS = 30
+# a predicted decrease below this fraction of E is rounding (float64 sums of float32 or float64 terms)
+ROUNDING = 1e-13
 # The Jacobian blocks of one pass of the Gauss-Newton method stay below this many bytes (points are
 # split into passes; one pair's m x d x D block must fit).
 GN_BYTES = 1 << 30
@@ -144,9 +146,10 @@ def _project(shell: Shell, u: torch.Tensor) -> torch.Tensor:
 
 
 def _done(dec: torch.Tensor, gap: torch.Tensor, E: torch.Tensor, tol: float) -> torch.Tensor:
-    """Converged: the last step's decrease and the predicted remaining decrease both at most tol · E."""
+    """Converged: the last step's decrease and the predicted remaining decrease both at most tol · E, or
+    the predicted decrease at the rounding level of E (nothing left that a step could show)."""
     scale = tol * E.abs()
-    return (dec <= scale) & (gap <= scale)
+    return (gap <= scale) & ((dec <= scale) | (gap <= ROUNDING * E.abs()))
 
 
 # ---- L-BFGS ----------------------------------------------------------------------------------------------

@@ -195,7 +195,8 @@ class Geodesic:
             for j, i in enumerate(cols):
                 ax = fig.add_subplot(grid[row, j])
                 x = ((imgs[i].float() + 1) / 2).clamp(0, 1)
-                ax.imshow(x[0] if x.shape[0] == 1 else x.permute(1, 2, 0), cmap="gray", vmin=0, vmax=1)
+                x = x[0] if x.shape[0] == 1 else x.permute(1, 2, 0)
+                ax.imshow(x.numpy(), cmap="gray", vmin=0, vmax=1)
                 ax.set_xticks([])
                 ax.set_yticks([])
                 if j == 0:
@@ -203,12 +204,13 @@ class Geodesic:
                 if row == 0:
                     ax.set_title(f"t={i / (n - 1):.2f}", fontsize=7)
         ax = fig.add_subplot(grid[2, :])
-        t = (torch.arange(n - 1, dtype=torch.float64) + 0.5) / (n - 1)
+        t = ((torch.arange(n - 1, dtype=torch.float64) + 0.5) / (n - 1)).numpy()
         eff = float(self.efficiency[pair])
-        ax.plot(t, self.speeds[pair], "o-", ms=3, label=f"geodesic (length {float(self.length[pair]):.4g})")
+        geo_label = f"geodesic (length {float(self.length[pair]):.4g})"
+        ax.plot(t, self.speeds[pair].numpy(), "o-", ms=3, label=geo_label)
         init = self.config.get("init", "interpolation")
         label = f"{init} (length {float(self.interp_length[pair]):.4g})"
-        ax.plot(t, self.interp_speeds[pair], "s-", ms=3, label=label)
+        ax.plot(t, self.interp_speeds[pair].numpy(), "s-", ms=3, label=label)
         ax.set_xlabel("t")
         ax.set_ylabel("speed (n - 1) sqrt(d_i)")
         ax.set_ylim(bottom=0)
