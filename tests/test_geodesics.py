@@ -5,6 +5,7 @@ gradient against finite differences and a float64 autograd reference, the Gauss-
 import functools
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -413,3 +414,54 @@ def test_bad_inputs_name_the_argument():
         tangentlens.geodesic(G, z * math.nan, z, distance="l2")
     with pytest.raises(ValueError, match="constrain='sphere': expected non-zero endpoints"):
         tangentlens.geodesic(G, z * 0, z, distance="l2", constrain="sphere")
+
+
+# ---- stochman's connecting_geodesic on the same decoders (golden fixtures) --------------------------------
+
+STOCHMAN = Path(__file__).parent / "fixtures" / "stochman" / "geodesics.pt"
+
+
+class _StochmanMLP(torch.nn.Module):
+    """The MLP decoder of scripts/stochman_fixtures.py (weights from the fixture)."""
+
+    def __init__(self, state):
+        super().__init__()
+        self.fc1, self.fc2, self.fc3 = (
+            torch.nn.Linear(4, 32),
+            torch.nn.Linear(32, 32),
+            torch.nn.Linear(32, 144),
+        )
+        self.double().load_state_dict(state)  # float64 first: the weights are float64
+        self.requires_grad_(False)
+        self.z_dim = 4
+
+    def forward(self, z):
+        sp = torch.nn.functional.softplus
+        return torch.tanh(self.fc3(sp(self.fc2(sp(self.fc1(z)))))).reshape(-1, 1, 12, 12)
+
+
+def _stochman_case(name):
+    data = torch.load(STOCHMAN, weights_only=True)
+    if name == "mlp":
+        return _StochmanMLP(data["mlp_state"]), data[name]
+    from tangentlens.models.vae import load_demo_vae
+
+    return load_demo_vae(1).double().generator(channels=1), data[name]
+
+
+@pytest.mark.parametrize("name", ["mlp", "vae_beta1"])
+def test_stochman_energy_parity_and_lower_energy(name):
+    G, ref = _stochman_case(name)
+    z0, z1, n = ref["z0"], ref["z1"], ref["path"].shape[1]
+    B = z0.shape[0]
+    # the same discrete energy: ours on stochman's 20 points equals stochman's curve_energy
+    prob = optim.Problem(_Operator(G, "l2", "z", "fp32", None), z0, z1, n, curves.Shell(None))
+    torch.testing.assert_close(ref["path"][:, 0], z0, rtol=0, atol=1e-12)
+    E, seg, _ = prob.evaluate(torch.arange(B), ref["path"][:, 1:-1], grad=False)
+    torch.testing.assert_close(E, ref["energy"], rtol=1e-10, atol=0)
+    torch.testing.assert_close(curves.length(seg), ref["length"], rtol=1e-10, atol=0)
+    # from the straight line, as stochman starts: equal or lower final energy for every pair
+    iters = 400 if name == "mlp" else 50
+    g = tangentlens.geodesic(G, z0, z1, distance="l2", points=n, max_iters=iters, refine=False, tol=1e-8)
+    torch.testing.assert_close(g.interp_energy, ref["line_energy"], rtol=1e-10, atol=0)
+    assert (g.energy <= ref["energy"] * (1 + 1e-9)).all(), (g.energy, ref["energy"])
