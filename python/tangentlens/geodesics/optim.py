@@ -213,8 +213,10 @@ def lbfgs(
     max_iters: int,
     memory: int = 10,
     laplacian: bool = True,
+    target: torch.Tensor | None = None,
 ) -> Solution:
-    """L-BFGS on all pairs of ``prob`` from parameters u0 [B, m, d] (module docstring)."""
+    """L-BFGS on all pairs of ``prob`` from parameters u0 [B, m, d] (module docstring). ``target`` [B]: a
+    pair also stops (as converged) once its energy is at most its target (the bench's time-to-energy)."""
     B, m, d = u0.shape
     dev = u0.device
     u = _project(prob.shell, u0.double())
@@ -238,6 +240,8 @@ def lbfgs(
             p[bad] = -(_laplacian_solve(gi[bad].reshape(-1, m, d)).reshape(int(bad.sum()), -1))
             slope = (gi * p).sum(1)
         done = _done(dec[idx], -0.5 * slope, E[idx], tol)
+        if target is not None:
+            done |= E[idx] <= target[idx]
         status[idx[done]] = CONVERGED
         active[idx[done]] = False
         if it == max_iters:
