@@ -411,6 +411,10 @@ def test_cli_geodesic(tmp_path, capsys):
     assert "num_pairs: expected an int >= 1, got 0" in capsys.readouterr().err
 
 
+def test_exported():
+    assert tangentlens.geodesic is geodesics.geodesic and tangentlens.Geodesic is geodesics.Geodesic
+
+
 # ---- errors -----------------------------------------------------------------------------------------------
 
 

@@ -123,7 +123,7 @@ def _traversals(vae: Any, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-GEODESIC_CONFIG = {"distance": "l2", "space": "z", "init": "lerp", "points": 16, "tol": 1e-4, "refine": True}
+GEODESIC_CONFIG = {"distance": "l2", "space": "z", "init": "lerp", "points": 16, "tol": 1e-3, "refine": True}
 
 
 def _geodesics(gen: Any, pairs: int, seed: int, quiet: bool) -> tuple[dict[str, Any], Any, Any]:
@@ -181,7 +181,7 @@ def run_demo(
     spectra_points: int = 300,
     metric_samples: int = 2000,
     metric_points: int = 500,
-    geodesic_pairs: int = 24,
+    geodesic_pairs: int = 16,
     seed: int = 0,
     quiet: bool = False,
 ) -> dict[str, Any]:

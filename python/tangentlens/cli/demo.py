@@ -18,7 +18,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         "--metric-samples", type=int, default=2000, help="encoder codes for MIG/SAP/DCI/modularity"
     )
     p.add_argument("--metric-points", type=int, default=500, help="training points of BetaVAE / FactorVAE")
-    p.add_argument("--geodesic-pairs", type=int, default=24, help="latent pairs for the geodesics section")
+    p.add_argument("--geodesic-pairs", type=int, default=16, help="latent pairs for the geodesics section")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
 
