@@ -158,6 +158,7 @@ def _geodesic_figure(path: Path, betas: tuple[int, ...], scans: dict, examples: 
     for k, beta in enumerate(betas):
         scans[beta].plot_histogram(ax=ax, bins=12, label=f"β = {beta}")
         ax.lines[-1].set_color(f"C{k}")
+    ax.legend(fontsize=7)  # again, with the recoloured mean lines
     ax.set_title("efficiency over pairs", fontsize=10)
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -42,6 +42,13 @@ def _tensor_from(doc: Mapping[str, Any]) -> torch.Tensor:
     return torch.tensor(doc["data"], dtype=getattr(torch, doc["dtype"])).reshape(doc["shape"])
 
 
+def _write_doc(doc: dict[str, Any], path: str | os.PathLike | None, indent: int | None) -> str:
+    text = json.dumps(doc, indent=indent)
+    if path is not None:
+        Path(path).write_text(text, encoding="utf-8")
+    return text
+
+
 def _read_doc(source: str | os.PathLike, fmt: str) -> dict[str, Any]:
     text = str(source)
     if not text.lstrip().startswith("{"):
@@ -250,10 +257,7 @@ class Geodesic:
             },
             "efficiency": self.efficiency.tolist(),
         }
-        text = json.dumps(doc, indent=indent)
-        if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
-        return text
+        return _write_doc(doc, path, indent)
 
     @classmethod
     def from_json(cls, source: str | os.PathLike) -> Geodesic:
@@ -399,6 +403,7 @@ class GeodesicScan:
         return ax
 
     def to_json(self, path: str | os.PathLike | None = None, *, indent: int | None = None) -> str:
+        """The rows (exact floats), the configuration and the aggregate (for readers)."""
         doc = {
             "format": SCAN_FORMAT,
             "version": 1,
@@ -409,10 +414,7 @@ class GeodesicScan:
             "rows": {k: _tensor_json(v) for k, v in self.rows.items()},
             "aggregate": self.aggregate(),
         }
-        text = json.dumps(doc, indent=indent)
-        if path is not None:
-            Path(path).write_text(text, encoding="utf-8")
-        return text
+        return _write_doc(doc, path, indent)
 
     @classmethod
     def from_json(cls, source: str | os.PathLike) -> GeodesicScan:
