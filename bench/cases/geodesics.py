@@ -15,7 +15,7 @@ Cases (CPU sizes):
   space, 1 pair, 8 points: the time to reach stochman's energy (its algorithm on the same 8-point energy),
   and in ``meta`` where ``geodesic(tol=1e-3)`` ends. One repeat (minutes per variant).
 - ``geodesics.points{8,16,32}``: the VAE case with 2 pairs at n points: L-BFGS (ours) vs Gauss-Newton, both
-  to tol 1e-4 (pairs per second).
+  to tol 1e-4 (pairs per second; Gauss-Newton capped at 60 iterations, its status in ``meta``).
 - ``geodesics.dim{8,32,128}``: a StyleGAN2 with z_dim = w_dim = d (16², channel_max 32), W space, pixel
   distance, 2 pairs, 12 points: L-BFGS vs Gauss-Newton (whose iterations cost d JVPs per point).
 """
@@ -224,8 +224,18 @@ def _methods_case(
     name: str, G: Any, space: str, z0: torch.Tensor, z1: torch.Tensor, n: int, meta: dict[str, Any]
 ) -> Case:
     def run(method: str) -> Any:
+        iters = 500 if method == "lbfgs" else 60  # Gauss-Newton: 60 iterations of d JVPs per point at most
         g = tangentlens.geodesic(
-            G, z0, z1, space=space, distance="l2", points=n, method=method, tol=1e-4, refine=False
+            G,
+            z0,
+            z1,
+            space=space,
+            distance="l2",
+            points=n,
+            method=method,
+            tol=1e-4,
+            refine=False,
+            max_iters=iters,
         )
         meta[f"{method}_energy"] = g.energy.tolist()
         meta[f"{method}_iterations"] = g.iterations.tolist()
