@@ -355,7 +355,8 @@ def test_scan_pairs_batch_invariance_and_json(tmp_path):
 
 def test_scan_w_space_and_paths():
     G = _tiny_stylegan()
-    res = _scan(G, space="w", store_paths=True, refine=False, max_iters=3, points=4)
+    with pytest.warns(RuntimeWarning, match="stopped at max_iters before the tolerance"):
+        res = _scan(G, space="w", store_paths=True, refine=False, max_iters=3, points=4)
     z0 = tangentlens.ops.philox_normal(3, 0, 5, 6, stream=geodesics.STREAM_Z0, dtype=F64)
     w0 = G.mapping(z0, None)[:, 0]
     torch.testing.assert_close(res.rows["path"][:, 0], w0, rtol=0, atol=0)

@@ -5,6 +5,7 @@ resume), summarised by :class:`~tangentlens.geodesics.result.GeodesicScan`."""
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Literal
 
 import torch
@@ -14,6 +15,7 @@ from tangentlens import _streaming, ops
 from tangentlens._operator import _check_int, _Operator
 from tangentlens.generators.adapters import fingerprint
 from tangentlens.geodesics.curves import Constrain, Init
+from tangentlens.geodesics.optim import MAX_ITERS
 from tangentlens.geodesics.result import GeodesicScan, efficiency
 from tangentlens.geodesics.solve import Method, geodesic
 from tangentlens.jvp import Precision
@@ -155,4 +157,16 @@ def scan(
     out = dict(config)
     out["distance_name"] = op.distance_name
     out["world_size"] = _streaming._dist()[1]
-    return GeodesicScan(out, res.rows, res.resumed_from, res.seconds)
+    result = GeodesicScan(out, res.rows, res.resumed_from, res.seconds)
+    stopped = int((result.rows["status"] == MAX_ITERS).sum())
+    if "status_fine" in result.rows:
+        stopped += int((result.rows["status_fine"] == MAX_ITERS).sum())
+    if stopped:
+        warnings.warn(
+            f"geodesics.scan: {stopped} optimisation(s) of {result.num_pairs} pairs stopped at max_iters "
+            "before the tolerance; their lengths and efficiencies are upper bounds (raise max_iters, or see "
+            "the rows' status)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return result
