@@ -69,9 +69,9 @@ def connecting_geodesic(
     max_iter: int = 150,
     lr: float = 0.1,
     threshold: float = 1e-4,
-) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    """``(points [B, eval_grid, d], energies [B], converged)`` for the batch of pairs p0, p1 [B, d];
-    ``embed(x [M, d]) -> [M, D]``."""
+) -> tuple[torch.Tensor, torch.Tensor, bool, int]:
+    """``(points [B, eval_grid, d], energies [B], converged, Adam steps taken)`` for the batch of pairs
+    p0, p1 [B, d]; ``embed(x [M, d]) -> [M, D]``."""
     B, d = p0.shape
     basis = spline_basis(num_nodes, p0.dtype)
     params = torch.zeros(B, basis.shape[1], d, dtype=p0.dtype, requires_grad=True)
@@ -82,8 +82,8 @@ def connecting_geodesic(
         e = embed(c.reshape(B * eval_grid, d)).reshape(B, eval_grid, -1)
         return (eval_grid - 1) * (e[:, 1:] - e[:, :-1]).square().sum((1, 2))
 
-    converged = False
-    for _ in range(max_iter):
+    converged, steps = False, 0
+    for steps in range(1, max_iter + 1):  # noqa: B007 - the count is returned
         opt.zero_grad()
         energies(curve_points(p0, p1, params, basis, t)).mean().backward()
         opt.step()
@@ -93,4 +93,4 @@ def connecting_geodesic(
             break
     with torch.no_grad():
         pts = curve_points(p0, p1, params, basis, t)
-        return pts, energies(pts), converged
+        return pts, energies(pts), converged, steps
