@@ -13,7 +13,13 @@ def test_demo_writes_report_and_plots(tmp_path) -> None:
     from tangentlens.demo import run_demo
 
     rep = run_demo(
-        tmp_path, ppl_samples=64, spectra_points=8, metric_samples=400, metric_points=64, quiet=True
+        tmp_path,
+        ppl_samples=64,
+        spectra_points=8,
+        metric_samples=400,
+        metric_points=64,
+        geodesic_pairs=2,
+        quiet=True,
     )
     for name in (
         "report.json",
@@ -23,6 +29,7 @@ def test_demo_writes_report_and_plots(tmp_path) -> None:
         "alignment.png",
         "traversals_beta1.png",
         "traversals_beta4.png",
+        "geodesics.png",
     ):
         assert (tmp_path / name).stat().st_size > 500, name
     data = json.loads((tmp_path / "report.json").read_text())
@@ -39,8 +46,10 @@ def test_demo_writes_report_and_plots(tmp_path) -> None:
             "beta_vae_eval_accuracy",
             "factor_vae_eval_accuracy",
         } <= set(m["metrics"])
+        g = m["geodesics"]
+        assert g["num_pairs"] == 2 and 0 < g["efficiency"]["mean"] <= 1 and "efficiency_fine" in g
     md = (tmp_path / "report.md").read_text()
-    assert "β = 1" in md and "β = 4" in md and "column orthogonality" in md
+    assert "β = 1" in md and "β = 4" in md and "column orthogonality" in md and "geodesic efficiency" in md
 
 
 def test_demo_bad_arguments(tmp_path) -> None:
@@ -48,3 +57,5 @@ def test_demo_bad_arguments(tmp_path) -> None:
 
     with pytest.raises(ValueError, match="ppl_samples"):
         run_demo(tmp_path, ppl_samples=1, quiet=True)
+    with pytest.raises(ValueError, match="geodesic_pairs"):
+        run_demo(tmp_path, geodesic_pairs=1, quiet=True)

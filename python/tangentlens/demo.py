@@ -7,9 +7,11 @@ For each model it measures, on its decoder G(z) in [-1, 1]:
 * spectra of M(z) = JᵀJ (pixels) over a few hundred latent points: condition number, effective ranks, axis
   alignment of the right singular vectors, column orthogonality, off-diagonal energy;
 * the supervised disentanglement metrics of the encoder means: MIG, SAP, DCI, modularity, BetaVAE, FactorVAE;
+* perceptual geodesics (pixels) between pairs z0, z1 ~ N(0, I): the efficiency of the lerp path (geodesic
+  length / lerp length) over the pairs, with a bootstrap CI, and one pair's geodesic next to its lerp path;
 
 and writes ``report.json``, ``report.md`` (β = 1 and β = 4 side by side) and PNG plots (eigenvalue decay,
-alignment heat maps, latent traversals, PPL histograms) into the output directory.
+alignment heat maps, latent traversals, PPL histograms, geodesics) into the output directory.
 """
 
 from __future__ import annotations
@@ -121,6 +123,47 @@ def _traversals(vae: Any, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+GEODESIC_CONFIG = {"distance": "l2", "space": "z", "init": "lerp", "points": 16, "tol": 1e-3, "refine": True}
+
+
+def _geodesics(gen: Any, pairs: int, seed: int, quiet: bool) -> tuple[dict[str, Any], Any, Any]:
+    """The efficiency summary over ``pairs`` pairs, the scan, and the Geodesic of the median pair."""
+    import tangentlens
+    from tangentlens import geodesics
+
+    cfg = {k: v for k, v in GEODESIC_CONFIG.items()}
+    res = geodesics.scan(gen, pairs, seed, batch_size=8, progress=not quiet, store_paths=True, **cfg)
+    agg = res.aggregate()
+    agg["seconds"] = res.seconds
+    eff = res.efficiency
+    i = int(torch.argsort(eff)[len(eff) // 2])  # the median pair
+    path = res.rows["path"][i : i + 1]
+    example = tangentlens.geodesic(
+        gen, path[:, 0], path[:, -1], **{k: v for k, v in cfg.items() if k != "refine"}, refine=False
+    )
+    return agg, res, example
+
+
+def _geodesic_figure(path: Path, betas: tuple[int, ...], scans: dict, examples: dict) -> None:
+    """Per model the median pair's geodesic and lerp strips with their speed profiles, then the efficiency
+    histograms of both models."""
+    import matplotlib.pyplot as plt
+
+    fig = plt.figure(figsize=(8.8 * len(betas) / 2 + 4.2, 4.6))
+    subs = fig.subfigures(1, len(betas) + 1, width_ratios=[4.4] * len(betas) + [3.6])
+    for sub, beta in zip(subs, betas, strict=False):
+        examples[beta].plot(0, columns=8, fig=sub)
+        sub.suptitle(f"β = {beta}: median pair", fontsize=10)
+    ax = subs[-1].add_subplot(111)
+    for k, beta in enumerate(betas):
+        scans[beta].plot_histogram(ax=ax, bins=12, label=f"β = {beta}")
+        ax.lines[-1].set_color(f"C{k}")
+    ax.legend(fontsize=7)  # again, with the recoloured mean lines
+    ax.set_title("efficiency over pairs", fontsize=10)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
 def _fmt(x: Any) -> str:
     if isinstance(x, (int, np.integer)):
         return str(int(x))
@@ -139,6 +182,7 @@ def run_demo(
     spectra_points: int = 300,
     metric_samples: int = 2000,
     metric_points: int = 500,
+    geodesic_pairs: int = 16,
     seed: int = 0,
     quiet: bool = False,
 ) -> dict[str, Any]:
@@ -153,7 +197,11 @@ def run_demo(
     from tangentlens.lpips import WeightsNotFoundError
     from tangentlens.models.vae import load_demo_vae
 
-    for name, v in (("ppl_samples", ppl_samples), ("spectra_points", spectra_points)):
+    for name, v in (
+        ("ppl_samples", ppl_samples),
+        ("spectra_points", spectra_points),
+        ("geodesic_pairs", geodesic_pairs),
+    ):
         if isinstance(v, bool) or not isinstance(v, int) or v < 2:
             raise ValueError(f"{name}: expected an int >= 2, got {v!r}")
     out = Path(out_dir)
@@ -182,6 +230,7 @@ def run_demo(
                 "distances": list(distances),
             },
             "spectra": {"distance": "l2", "space": "z", "points": spectra_points, "method": "full"},
+            "geodesics": dict(GEODESIC_CONFIG, pairs=geodesic_pairs),
             "metrics": {"train": metric_samples, "test": metric_samples // 2, "points": metric_points},
             "seed": seed,
         },
@@ -192,7 +241,7 @@ def run_demo(
         },
         "models": {},
     }
-    scans, ppl_l2 = {}, {}
+    scans, ppl_l2, geo_scans, geo_examples = {}, {}, {}, {}
     for beta in betas:
         vae = load_demo_vae(beta)
         gen = vae.generator(channels=1)
@@ -251,6 +300,8 @@ def run_demo(
             out / f"traversals_beta{beta}.png",
             f"β = {beta}: latent traversals (z_i in [-2.5, 2.5] around an image's code)",
         )
+        log(f"beta={beta}: geodesics between {geodesic_pairs} latent pairs (pixels, lerp)")
+        entry["geodesics"], geo_scans[beta], geo_examples[beta] = _geodesics(gen, geodesic_pairs, seed, quiet)
         report["models"][f"beta{beta}"] = entry
 
     def side_by_side(name: str, width: float, height: float, draw: Any) -> None:
@@ -278,6 +329,7 @@ def run_demo(
     side_by_side("ppl_histogram.png", 5, 3.2, ppl_panel)
     side_by_side("eigenvalue_decay.png", 5, 3.5, decay_panel)
     side_by_side("alignment.png", 4.5, 4, alignment_panel)
+    _geodesic_figure(out / "geodesics.png", betas, geo_scans, geo_examples)
 
     report["seconds"] = time.perf_counter() - t_start
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
@@ -304,6 +356,33 @@ def _markdown(report: dict[str, Any], betas: tuple[int, ...]) -> str:
                 for b in betas
             ]
             rows.append(f"| {key.replace('_', ' ')} (median, 5–95 %) | " + " | ".join(cells) + " |")
+    for key, label in (
+        ("efficiency", "geodesic efficiency, Z lerp, pixels (mean [95 % CI])"),
+        ("efficiency_fine", f"same at {2 * report['config']['geodesics']['points'] - 1} points"),
+    ):
+        cells = []
+        for b in betas:
+            e = models[f"beta{b}"]["geodesics"][key]
+            cells.append(f"{e['mean']:.3g} [{e['ci_low']:.3g}, {e['ci_high']:.3g}]")
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    rows.append(
+        "| geodesic efficiency (median, 5–95 %) | "
+        + " | ".join(
+            f"{models[f'beta{b}']['geodesics']['efficiency']['q50']:.3g} "
+            f"({models[f'beta{b}']['geodesics']['efficiency']['q05']:.3g}–"
+            f"{models[f'beta{b}']['geodesics']['efficiency']['q95']:.3g})"
+            for b in betas
+        )
+        + " |"
+    )
+    rows.append(
+        "| geodesic pairs converged | "
+        + " | ".join(
+            f"{models[f'beta{b}']['geodesics']['converged']}/{models[f'beta{b}']['geodesics']['num_pairs']}"
+            for b in betas
+        )
+        + " |"
+    )
     for key in models[f"beta{betas[0]}"]["metrics"]:
         rows.append(
             f"| {key.replace('_', ' ')} | "
@@ -325,7 +404,11 @@ def _markdown(report: dict[str, Any], betas: tuple[int, ...]) -> str:
         "",
         head + "\n".join(rows),
         "",
-        "Plots: `ppl_histogram.png`, `eigenvalue_decay.png`, `alignment.png`, "
+        f"Geodesics: {cfg['geodesics']['pairs']} pairs z0, z1 ~ N(0, I), {cfg['geodesics']['points']} "
+        "points, pixel distance, from the lerp path; efficiency = geodesic length / lerp length "
+        "(1: lerp is already shortest).",
+        "",
+        "Plots: `ppl_histogram.png`, `eigenvalue_decay.png`, `alignment.png`, `geodesics.png`, "
         + ", ".join(f"`traversals_beta{b}.png`" for b in betas)
         + ".",
         "",

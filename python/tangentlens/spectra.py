@@ -24,7 +24,6 @@ import functools
 import json
 import math
 import os
-import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,12 +43,11 @@ from tangentlens._checks import check_choice as _check_choice
 from tangentlens._checks import check_int as _check_int
 from tangentlens._checks import check_positive as _check_positive
 from tangentlens._fingerprint import fingerprint_of
-from tangentlens.generators.adapters import GeneratorAdapter, OutputRange, adapt, as_generator
+from tangentlens._operator import _Operator, _width
+from tangentlens.generators.adapters import OutputRange, adapt
 from tangentlens.generators.outputs import TO_UNIT, RangeMonitor, call_generator, check_finite_images
-from tangentlens.jvp import PRECISIONS, Precision, _precision
-from tangentlens.jvp import jvp as _jvp
-from tangentlens.lpips import LPIPS, unchecked_range
-from tangentlens.reference.lpips import normalization_tangent
+from tangentlens.jvp import Precision
+from tangentlens.lpips import unchecked_range
 
 __all__ = [
     "Estimate",
@@ -78,66 +76,6 @@ TRACE_FRACTIONS = (0.99, 0.999, 0.9999)
 
 
 # ---- the operator: F, J V, Jᵀ U and Grams at a batch of points -----------------------------------------
-
-
-# as_generator's adapters, one per generator object (an NVIDIA object is converted once, and jvp's
-# memory probe runs once per latent function); plain callables whose z_dim comes from the points are
-# adapted per call instead
-_adapters: weakref.WeakKeyDictionary[Any, GeneratorAdapter] = weakref.WeakKeyDictionary()
-
-
-def _adapter(obj: object, z_dim: int | None) -> GeneratorAdapter:
-    if isinstance(obj, GeneratorAdapter):
-        return obj
-    try:
-        return _adapters[obj]
-    except (KeyError, TypeError):
-        pass
-    if not callable(obj) and not (hasattr(obj, "mapping") and hasattr(obj, "synthesis")):
-        raise TypeError(
-            "fn_or_generator: expected a generator (anything tangentlens.generators.as_generator takes: "
-            f"mapping/synthesis, decode, ...) or a callable z -> tensor, got {type(obj).__name__}"
-        )
-    try:
-        ad = as_generator(obj)
-    except ValueError as exc:  # a plain callable without z_dim: the points' width
-        if z_dim is None or "z_dim" not in str(exc):
-            raise
-        return as_generator(obj, z_dim=z_dim)
-    try:
-        _adapters[obj] = ad
-    except TypeError:  # not weak-referenceable
-        pass
-    return ad
-
-
-def _lpips_embed_jvp(lp: LPIPS, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Tangents [N, K, F] of ``lp.embed`` at images x along v [N, K, 3, H, W]: the trunk's stacked pass
-    (as in ``LPIPS.tangent_norms``) and the normalisation tangent of SPEC 3, else torch.func."""
-    mode = ops._eps_mode(lp.eps_mode)
-    try:
-        taps = lp._stacked_taps(x, v)
-    except NotImplementedError:  # trunks without stacked rules (SqueezeNet)
-        return _jvp(lp.embed, x, v, chunk_size=v.shape[1])[1].flatten(2)
-    parts = []
-    for f, w in zip(taps, lp.linear_weights, strict=True):
-        f0, t = f[:, 0], f[:, 1:]
-        scale = torch.sqrt(w.to(f.dtype) / (f.shape[-1] * f.shape[-2])).reshape(1, 1, -1, 1, 1)
-        parts.append((scale * normalization_tangent(f0, t, lp.eps, mode)).flatten(2))
-    return torch.cat(parts, dim=2)
-
-
-def _distance_name(distance: object) -> str:
-    if distance is None or isinstance(distance, str):
-        return str(distance)
-    if isinstance(distance, LPIPS):
-        return f"LPIPS({distance.net}, eps_mode={distance.eps_mode})"
-    return type(distance).__name__
-
-
-def _width(z: object) -> int | None:
-    """The points' width: the latent dimension of a plain callable that does not declare one."""
-    return z.shape[-1] if isinstance(z, torch.Tensor) and z.dim() >= 1 else None
 
 
 def _generator(obj: object, z_dim: int | None, output_range: OutputRange | None, width: int | None) -> object:
@@ -189,130 +127,6 @@ def _check_finite_products(
         f"spectrum: {kind} in {what} at points {points.tolist()[:20]} (the generator's images are finite: "
         "its derivative is not, e.g. sqrt or log at 0, or it overflowed)"
     )
-
-
-class _Operator:
-    """Products with J (D×d) of F = φ ∘ g at points x [B, d]: g is the generator as a function of its
-    space (:meth:`GeneratorAdapter.latent_function`: images in [-1, 1]), φ the distance's embedding (None:
-    identity)."""
-
-    def __init__(
-        self,
-        fn_or_generator: object,
-        distance: object,
-        space: str,
-        precision: str,
-        chunk_size: int | None,
-        z_dim: int | None = None,
-    ) -> None:
-        _check_choice(space, "space", ("z", "w", "w+"))
-        _check_choice(precision, "precision", PRECISIONS)
-        if chunk_size is not None:
-            _check_int(chunk_size, "chunk_size", 1)
-        self.precision, self.chunk_size, self.space = precision, chunk_size, space
-        self.adapter = _adapter(fn_or_generator, z_dim)
-        self.gen, self.dim = self.adapter.latent_function(space)  # type: ignore[arg-type]
-        if isinstance(distance, str) and distance != "l2":
-            from tangentlens.distances import make_distance
-
-            distance = make_distance(distance)
-        self.lpips: LPIPS | None = distance if isinstance(distance, LPIPS) else None
-        self.embed: Callable[[torch.Tensor], torch.Tensor] | None = None
-        if distance is None or distance == "l2" or type(distance).__name__ == "L2Distance":
-            self.embed = None
-        elif hasattr(distance, "embed") and callable(distance.embed):
-            self.embed = distance.embed
-        else:
-            raise TypeError(
-                "distance: expected None, 'l2', an LPIPS name or a module with embed(x) -> [N, F] "
-                f"(a squared Euclidean distance of an embedding), got {type(distance).__name__}"
-            )
-        self.distance_name = _distance_name(distance)
-
-    def check_points(self, z: object, name: str = "z") -> torch.Tensor:
-        if not isinstance(z, torch.Tensor):
-            raise TypeError(f"{name}: expected a tensor [B, d], got {type(z).__name__}")
-        if not z.is_floating_point():
-            raise TypeError(f"{name}: expected a floating-point tensor, got {z.dtype}")
-        if self.space == "w+" and z.dim() == 3:
-            z = z.flatten(1)
-        if z.dim() != 2 or z.shape[0] < 1:
-            raise ValueError(f"{name}: expected points [B, d] with B >= 1, got shape {tuple(z.shape)}")
-        if z.shape[1] != self.dim:
-            raise ValueError(
-                f"{name}: expected [B, {self.dim}] for space {self.space!r}, got {tuple(z.shape)}"
-            )
-        if not torch.isfinite(z).all():
-            raise ValueError(f"{name}: expected finite values, got NaN or inf")
-        return z.detach().contiguous()
-
-    # F itself (reverse mode goes through it)
-    def F(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.gen(x)
-        return (out if self.embed is None else self.embed(out)).flatten(1)
-
-    def _image_jvp(self, x: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with self.adapter.jvp_context():
-            return _jvp(self.gen, x, V.to(x.dtype), chunk_size=self.chunk_size, precision=self.precision)  # type: ignore[return-value]
-
-    def jv(self, x: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-        """J v for V [B, k, d] -> [B, k, D] (x's dtype)."""
-        img, timg = self._image_jvp(x, V)
-        if self.embed is None:
-            return timg.flatten(2)
-        chunk = self.chunk_size or timg.shape[1]
-        outs = []
-        with _precision(self.precision, x.device):  # type: ignore[arg-type]
-            for s in range(0, timg.shape[1], chunk):
-                t = timg[:, s : s + chunk].contiguous()
-                if self.lpips is not None:
-                    outs.append(_lpips_embed_jvp(self.lpips, img, t))
-                else:
-                    outs.append(_jvp(self.embed, img, t, chunk_size=t.shape[1])[1].flatten(2))
-        return torch.cat(outs, dim=1)
-
-    def gram(self, x: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-        """<J v_i, J v_j> [B, k, k] in float64."""
-        k = V.shape[1]
-        if self.lpips is not None and (self.chunk_size is None or self.chunk_size >= k):
-            img, timg = self._image_jvp(x, V)
-            with _precision(self.precision, x.device):  # type: ignore[arg-type]
-                return self.lpips.tangent_norms(img, timg, gram=True).double()
-        E = self.jv(x, V).double()
-        return E @ E.transpose(1, 2)
-
-    def sqnorms(self, x: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-        """|J v|² [B, k] in float64 (LPIPS: the fused tangent-norm kernel)."""
-        if self.lpips is not None:
-            img, timg = self._image_jvp(x, V)
-            chunk = self.chunk_size or timg.shape[1]
-            with _precision(self.precision, x.device):  # type: ignore[arg-type]
-                parts = [
-                    self.lpips.tangent_norms(img, timg[:, s : s + chunk].contiguous()).double()
-                    for s in range(0, timg.shape[1], chunk)
-                ]
-            return torch.cat(parts, dim=1)
-        return self.jv(x, V).double().square().sum(-1)
-
-    def jtu(self, x: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
-        """Jᵀ u for U [B, k, D] -> [B, k, d]: one reverse pass over the points replicated k times (the
-        generator's per-sample ops make the copies independent; torch.func.vmap over vjp does not pass
-        through modules that call requires_grad_)."""
-        B, k = U.shape[:2]
-        chunk = self.chunk_size or k
-        outs = []
-        for s in range(0, k, chunk):
-            kc = min(chunk, k - s)
-            xr = x.detach().repeat_interleave(kc, dim=0).requires_grad_(True)
-            with torch.enable_grad(), _precision(self.precision, x.device):  # type: ignore[arg-type]
-                out = self.F(xr)
-                (g,) = torch.autograd.grad(out, xr, U[:, s : s + kc].reshape(B * kc, -1).to(out.dtype))
-            outs.append(g.reshape(B, kc, -1))
-        return torch.cat(outs, dim=1)
-
-    def mv(self, x: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
-        """M v = Jᵀ(J v) for V [B, k, d] -> [B, k, d] float64."""
-        return self.jtu(x, self.jv(x, V)).double()
 
 
 # ---- the Spectrum ------------------------------------------------------------------------------------------

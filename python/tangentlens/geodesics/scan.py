@@ -1,0 +1,173 @@
+"""``scan(generator, num_pairs, seed=...)``: geodesics of many pairs, streamed through
+``tangentlens._streaming.stream`` (rounds of batches, torch.distributed sharding, atomic checkpoints,
+resume), summarised by :class:`~tangentlens.geodesics.result.GeodesicScan`."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Literal
+
+import torch
+from torch import nn
+
+from tangentlens import _streaming, ops
+from tangentlens._checks import check_int as _check_int
+from tangentlens._operator import _Operator
+from tangentlens.generators.adapters import fingerprint
+from tangentlens.geodesics.curves import Constrain, Init
+from tangentlens.geodesics.optim import MAX_ITERS
+from tangentlens.geodesics.result import GeodesicScan, efficiency
+from tangentlens.geodesics.solve import Method, geodesic
+from tangentlens.jvp import Precision
+
+__all__ = ["STREAM_Z0", "STREAM_Z1", "scan"]
+
+# Counter streams of ops.philox_normal for the pairs' endpoints (row = the pair's index), apart from the
+# streams of paths.sample (0-2), the adapters' noise and labels (3, 4) and spectra (0-3).
+STREAM_Z0, STREAM_Z1 = 32, 33
+
+
+def endpoints(
+    adapter: object, space: str, seed: int, start: int, count: int, dtype: torch.dtype, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairs ``start .. start + count - 1``: z0, z1 ~ N(0, I) from their own counter streams (a pair
+    depends on (seed, index) only), mapped to w (one w, ``[count, w_dim]``) or w+ (flattened) for those
+    spaces."""
+    z_dim = adapter.z_dim  # type: ignore[attr-defined]
+    z0 = ops.philox_normal(seed, start, count, z_dim, stream=STREAM_Z0, dtype=dtype, device=device)
+    z1 = ops.philox_normal(seed, start, count, z_dim, stream=STREAM_Z1, dtype=dtype, device=device)
+    if space == "z":
+        return z0, z1
+    with torch.no_grad():
+        ws = adapter.mapping(torch.cat([z0, z1]), None)  # type: ignore[attr-defined]
+    ws = ws[:, 0] if space == "w" else ws.flatten(1)
+    return ws[:count], ws[count:]
+
+
+def scan(
+    generator: object,
+    num_pairs: int,
+    seed: int = 0,
+    *,
+    space: Literal["z", "w", "w+"] = "z",
+    distance: object = "auto",
+    points: int = 16,
+    init: Init = "lerp",
+    constrain: Constrain = "none",
+    method: Method = "lbfgs",
+    max_iters: int | None = None,
+    tol: float = 1e-4,
+    refine: bool = True,
+    batch_size: int = 8,
+    store_paths: bool = False,
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_every: float = 60.0,
+    progress: bool = True,
+    precision: Precision = "fp32",
+    chunk_size: int | None = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
+    z_dim: int | None = None,
+) -> GeodesicScan:
+    """Geodesics of ``num_pairs`` pairs of latents (arguments as :func:`geodesic`).
+
+    Pair i is ``z0 = philox_normal(seed, i, stream=STREAM_Z0)``, ``z1 = philox_normal(seed, i,
+    stream=STREAM_Z1)`` (mapped to w for ``space="w"``), so every row depends only on (seed, i): the result
+    does not depend on ``batch_size`` or the number of torch.distributed processes (ranks share the
+    batches), and a run resumed from ``checkpoint`` (written atomically every ``checkpoint_every`` seconds)
+    equals an uninterrupted one; a checkpoint written with other arguments is refused. ``store_paths``
+    keeps every pair's geodesic ``[n, d]``. ``dtype`` / ``device`` default to the generator's.
+    """
+    _check_int(num_pairs, "num_pairs", 1)
+    _check_int(batch_size, "batch_size", 1)
+    ops.check_u64(seed, "seed")
+    if not isinstance(store_paths, bool):
+        raise TypeError(f"store_paths: expected a bool, got {type(store_paths).__name__}")
+    if isinstance(distance, str) and distance != "l2":
+        from tangentlens.distances import make_distance
+
+        distance = make_distance(distance)  # built once, not per batch
+    if z_dim is not None:
+        z_dim = _check_int(z_dim, "z_dim", 1)
+    op = _Operator(generator, distance, space, precision, chunk_size, z_dim=z_dim)
+    ad = op.adapter
+    if isinstance(ad.module, nn.Module):
+        ad.module.eval()
+    dtype = dtype or ad.dtype
+    dev = torch.device(device) if device is not None else ad.device
+    kwargs = dict(
+        space=space,
+        distance=distance,
+        points=points,
+        init=init,
+        constrain=constrain,
+        method=method,
+        max_iters=max_iters,
+        tol=tol,
+        refine=refine,
+        precision=precision,
+        chunk_size=chunk_size,
+    )
+
+    def compute(start: int, count: int) -> dict[str, torch.Tensor]:
+        x0, x1 = endpoints(ad, space, seed, start, count, dtype, dev)
+        g = geodesic(ad, x0, x1, **kwargs)  # type: ignore[arg-type]
+        rows = {
+            "length": g.length,
+            "interp_length": g.interp_length,
+            "energy": g.energy,
+            "interp_energy": g.interp_energy,
+            "iterations": g.iterations,
+            "status": g.status,
+        }
+        if refine:
+            assert g.length_fine is not None and g.interp_length_fine is not None
+            rows.update(length_fine=g.length_fine, interp_length_fine=g.interp_length_fine)
+            assert g.status_fine is not None and g.iterations_fine is not None
+            rows.update(status_fine=g.status_fine, iterations_fine=g.iterations_fine)
+        if store_paths:
+            rows["path"] = g.path
+        return rows
+
+    def postfix(rows: dict[str, torch.Tensor], n: int) -> str:
+        eff = efficiency(rows["length"], rows["interp_length"])
+        return f"efficiency {float(eff.mean()):.4g}"
+
+    config = {
+        "kind": "tangentlens.geodesics.scan",
+        "generator": fingerprint(ad.module),
+        "distance": fingerprint(distance) if isinstance(distance, nn.Module) else str(distance),
+        "seed": seed,
+        **{k: v for k, v in kwargs.items() if k not in ("distance", "chunk_size")},
+        "store_paths": store_paths,
+        "dtype": str(dtype),
+    }
+    res = _streaming.stream(
+        compute,
+        num_samples=num_pairs,
+        batch_size=batch_size,
+        config=config,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        progress=progress,
+        desc="tangentlens geodesics",
+        postfix=postfix,
+        device=dev,
+    )
+    out = dict(config)
+    out["distance_name"] = op.distance_name
+    out["world_size"] = _streaming._dist()[1]
+    result = GeodesicScan(out, res.rows, res.resumed_from, res.seconds)
+    stopped = int((result.rows["status"] == MAX_ITERS).sum())
+    if "status_fine" in result.rows:
+        stopped += int((result.rows["status_fine"] == MAX_ITERS).sum())
+    if stopped:
+        warnings.warn(
+            f"geodesics.scan: {stopped} optimisation(s) of {result.num_pairs} pairs stopped at max_iters "
+            "before the tolerance; their lengths and efficiencies are upper bounds (raise max_iters, or see "
+            "the rows' status)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    return result
