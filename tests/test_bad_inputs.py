@@ -1034,6 +1034,16 @@ def test_scan_checkpoint_refuses_another_generator(tmp_path) -> None:
         spectra.scan(as_generator(_scale_gen(2.0), z_dim=4), 4, **kw)
 
 
+def test_geodesics_scan_checkpoint_refuses_another_generator(tmp_path) -> None:
+    from tangentlens import geodesics
+
+    ck = tmp_path / "geo.ckpt"
+    kw = dict(points=4, progress=False, checkpoint=ck, refine=False, max_iters=3)
+    geodesics.scan(as_generator(_scale_gen(1.0), z_dim=4), 2, **kw)
+    with pytest.raises(CheckpointError, match="generator"):
+        geodesics.scan(as_generator(_scale_gen(2.0), z_dim=4), 4, **kw)
+
+
 # ---- what the catalogue covers --------------------------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["Fingerprint", "fingerprint", "fingerprint_of"]
+__all__ = ["Fingerprint", "fingerprint", "fingerprint_of", "run_identity"]
 
 _MAX_ITEMS = 200_000  # values visited before giving up (a closure over a whole dataset)
 _MAX_DEPTH = 12
@@ -229,3 +229,24 @@ def fingerprint_of(obj: object) -> Fingerprint:
 def fingerprint(obj: object) -> str:
     """A short hash of what determines ``obj``'s numbers (:func:`fingerprint_of`'s digest)."""
     return fingerprint_of(obj).digest
+
+
+def run_identity(adapter: Any, distance: object) -> tuple[dict[str, Any], list[str]]:
+    """What identifies a streamed run's generator and distance in its checkpoint configuration: the
+    generator's fingerprint, kind, z_dim and output range, the distance's fingerprint (or its name), and
+    why any of the fingerprints may miss a change (resuming then needs ``resume_unverified=True``)."""
+    gen_fp = fingerprint_of(adapter.module)
+    dist_fp = fingerprint_of(distance) if distance is not None and not isinstance(distance, str) else None
+    config = {
+        "generator": gen_fp.digest,
+        "generator_kind": adapter.kind,
+        "z_dim": adapter.z_dim,
+        "output_range": adapter.output_range,
+        "distance": dist_fp.digest if dist_fp is not None else str(distance),
+    }
+    unverified = [
+        f"{what}: {fp.unverified}"
+        for what, fp in (("generator", gen_fp), ("distance", dist_fp))
+        if fp is not None and fp.unverified is not None
+    ]
+    return config, unverified

@@ -42,7 +42,7 @@ from tangentlens._checks import (
 from tangentlens._checks import check_choice as _check_choice
 from tangentlens._checks import check_int as _check_int
 from tangentlens._checks import check_positive as _check_positive
-from tangentlens._fingerprint import fingerprint_of
+from tangentlens._fingerprint import run_identity
 from tangentlens._operator import _Operator, _width
 from tangentlens.generators.adapters import OutputRange, adapt
 from tangentlens.generators.outputs import TO_UNIT, RangeMonitor, call_generator, check_finite_images
@@ -1051,15 +1051,10 @@ def scan(
             rows["eigenvectors"] = sp.eigenvectors
         return {n: v.cpu() for n, v in rows.items()}
 
-    gen_fp = fingerprint_of(ad.module)
-    dist_fp = fingerprint_of(distance) if distance is not None and not isinstance(distance, str) else None
+    identity, unverified = run_identity(ad, distance)
     config = {
         "kind": "tangentlens.spectra.scan",
-        "generator": gen_fp.digest,
-        "generator_kind": ad.kind,
-        "z_dim": ad.z_dim,
-        "output_range": ad.output_range,
-        "distance": dist_fp.digest if dist_fp is not None else str(distance),
+        **identity,
         "seed": seed,
         "k": kk,
         "space": space,
@@ -1073,11 +1068,6 @@ def scan(
         "store_eigenvectors": store_eigenvectors,
         "dtype": str(dtype),
     }
-    unverified = [
-        f"{what}: {fp.unverified}"
-        for what, fp in (("generator", gen_fp), ("distance", dist_fp))
-        if fp is not None and fp.unverified is not None
-    ]
     from tangentlens._streaming import stream
 
     res = stream(

@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from tangentlens import _streaming, ops
+from tangentlens._checks import check_bool
 from tangentlens._checks import check_int as _check_int
+from tangentlens._fingerprint import run_identity
 from tangentlens._operator import _Operator
-from tangentlens.generators.adapters import fingerprint
 from tangentlens.geodesics.curves import Constrain, Init
 from tangentlens.geodesics.optim import MAX_ITERS
 from tangentlens.geodesics.result import GeodesicScan, efficiency
@@ -69,6 +70,7 @@ def scan(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     z_dim: int | None = None,
+    resume_unverified: bool = False,
 ) -> GeodesicScan:
     """Geodesics of ``num_pairs`` pairs of latents (arguments as :func:`geodesic`).
 
@@ -76,14 +78,16 @@ def scan(
     stream=STREAM_Z1)`` (mapped to w for ``space="w"``), so every row depends only on (seed, i): the result
     does not depend on ``batch_size`` or the number of torch.distributed processes (ranks share the
     batches), and a run resumed from ``checkpoint`` (written atomically every ``checkpoint_every`` seconds)
-    equals an uninterrupted one; a checkpoint written with other arguments is refused. ``store_paths``
-    keeps every pair's geodesic ``[n, d]``. ``dtype`` / ``device`` default to the generator's.
+    equals an uninterrupted one; a checkpoint written with other arguments, another generator or distance
+    (compared by fingerprint) is refused, and one whose fingerprint cannot be computed reliably is resumed
+    only with ``resume_unverified=True``. ``store_paths`` keeps every pair's geodesic ``[n, d]``.
+    ``dtype`` / ``device`` default to the generator's.
     """
     _check_int(num_pairs, "num_pairs", 1)
     _check_int(batch_size, "batch_size", 1)
     ops.check_u64(seed, "seed")
-    if not isinstance(store_paths, bool):
-        raise TypeError(f"store_paths: expected a bool, got {type(store_paths).__name__}")
+    check_bool(store_paths, "store_paths")
+    check_bool(resume_unverified, "resume_unverified")
     if isinstance(distance, str) and distance != "l2":
         from tangentlens.distances import make_distance
 
@@ -134,10 +138,10 @@ def scan(
         eff = efficiency(rows["length"], rows["interp_length"])
         return f"efficiency {float(eff.mean()):.4g}"
 
+    identity, unverified = run_identity(ad, distance)
     config = {
         "kind": "tangentlens.geodesics.scan",
-        "generator": fingerprint(ad.module),
-        "distance": fingerprint(distance) if isinstance(distance, nn.Module) else str(distance),
+        **identity,
         "seed": seed,
         **{k: v for k, v in kwargs.items() if k not in ("distance", "chunk_size")},
         "store_paths": store_paths,
@@ -154,6 +158,8 @@ def scan(
         desc="tangentlens geodesics",
         postfix=postfix,
         device=dev,
+        unverified=unverified,
+        resume_unverified=resume_unverified,
     )
     out = dict(config)
     out["distance_name"] = op.distance_name
