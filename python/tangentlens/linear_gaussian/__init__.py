@@ -36,8 +36,17 @@ by :func:`named_scenarios` from the module constants below; change them there or
 
 from __future__ import annotations
 
+from tangentlens.linear_gaussian._common import IndefiniteQError
 from tangentlens.linear_gaussian.information import gaussian_cmi, gaussian_mi, total_correlation
-from tangentlens.linear_gaussian.metrics import MAX_ASSIGNMENTS, ImResult, SapResult, im_score, sap_score
+from tangentlens.linear_gaussian.metrics import (
+    MAX_ASSIGNMENTS,
+    METRIC_PROTOCOLS,
+    SAP_TIE_TOL,
+    ImResult,
+    SapResult,
+    im_score,
+    sap_score,
+)
 from tangentlens.linear_gaussian.scenarios import (
     CONFIGURATIONS,
     DEFAULT_COEF,
@@ -60,6 +69,13 @@ from tangentlens.linear_gaussian.solver import (
     vae_objective,
 )
 from tangentlens.linear_gaussian.study import SuccessTable, success_rates
+from tangentlens.linear_gaussian.vu2024 import (
+    VU2024,
+    Vu2024Config,
+    Vu2024Result,
+    vu2024,
+    vu2024_scenarios,
+)
 
 __all__ = [
     "CONFIGURATIONS",
@@ -69,12 +85,18 @@ __all__ = [
     "DEFAULT_GAMMA_ROWS",
     "DEFAULT_SIGMA2",
     "MAX_ASSIGNMENTS",
+    "METRIC_PROTOCOLS",
+    "SAP_TIE_TOL",
     "STATUSES",
+    "VU2024",
     "ImResult",
+    "IndefiniteQError",
     "SapResult",
     "Scenario",
     "SolveResult",
     "SuccessTable",
+    "Vu2024Config",
+    "Vu2024Result",
     "decoder_update",
     "encoder_update",
     "gaussian_cmi",
@@ -88,4 +110,6 @@ __all__ = [
     "success_rates",
     "total_correlation",
     "vae_objective",
+    "vu2024",
+    "vu2024_scenarios",
 ]

@@ -79,10 +79,12 @@ def _sub_logdet(S: np.ndarray, idx: list[int], name: str) -> np.ndarray | float:
     return ld if S.ndim > 2 else float(ld)
 
 
-def _grid(values: Any, name: str) -> np.ndarray:
+def _grid(values: Any, name: str, *, allow_negative: bool = False) -> np.ndarray:
     arr = np.atleast_1d(np.asarray(values, dtype=np.float64))
-    if arr.ndim != 1 or arr.size == 0 or not np.all(np.isfinite(arr)) or np.any(arr < 0):
-        raise ValueError(f"{name}: expected a non-negative finite scalar or 1-d sequence, got {values!r}")
+    ok = arr.ndim == 1 and arr.size > 0 and bool(np.all(np.isfinite(arr)))
+    if not ok or (not allow_negative and np.any(arr < 0)):
+        kind = "finite" if allow_negative else "non-negative finite"
+        raise ValueError(f"{name}: expected a {kind} scalar or 1-d sequence, got {values!r}")
     return arr
 
 
@@ -91,3 +93,35 @@ def _json_array(a: np.ndarray) -> Any:
     obj = np.asarray(a, dtype=object)
     obj[~np.isfinite(np.asarray(a, dtype=np.float64))] = None
     return obj.tolist()
+
+
+class IndefiniteQError(ValueError):
+    """Q = γΣ_Z⁻¹ + 2λI is not positive definite, so the encoder update (and the loss's minimum over A) is
+    undefined: λ < 0 makes the reconstruction term reward errors once 2|λ| exceeds γ / Σ_Z,ii."""
+
+
+def _check_q(q: np.ndarray, gamma: Any, lam: Any, sigma_z: np.ndarray, *, axis: int = -1) -> None:
+    """Raise IndefiniteQError naming γ, λ and the smallest eigenvalue where the diagonal ``q`` of Q has a
+    finite
+    entry <= 0 (NaN entries come from a diverging state and are left to the callers' finiteness checks)."""
+    q = np.asarray(q, dtype=np.float64)
+    bad = np.isfinite(q) & (q <= 0)
+    if not np.any(bad):
+        return
+    member = np.any(np.moveaxis(bad, axis, -1), axis=-1)
+    first = np.unravel_index(int(np.flatnonzero(member.ravel())[0]), member.shape) if member.ndim else ()
+    qm = np.moveaxis(q, axis, -1)[first]
+    zm = np.moveaxis(np.broadcast_to(sigma_z, q.shape), axis, -1)[first]
+    g = (
+        float(np.broadcast_to(gamma, member.shape)[first])
+        if member.ndim
+        else float(np.asarray(gamma).ravel()[0])
+    )
+    lm = (
+        float(np.broadcast_to(lam, member.shape)[first]) if member.ndim else float(np.asarray(lam).ravel()[0])
+    )
+    raise IndefiniteQError(
+        f"gamma, lam: the encoder update needs Q = γΣ_Z⁻¹ + 2λI positive definite, got smallest eigenvalue "
+        f"{float(np.min(qm)):.6g} at γ = {g:g}, λ = {lm:g} (largest Σ_Z entry {float(np.max(zm)):.6g}); "
+        f"λ must exceed −γ / (2 max Σ_Z,ii)"
+    )

@@ -11,7 +11,9 @@ import numpy as np
 
 from tangentlens.linear_gaussian._common import (
     _T,
+    IndefiniteQError,
     _check_int,
+    _check_q,
     _chol_logdet,
     _grid,
     _json_array,
@@ -85,13 +87,17 @@ def encoder_update(
     A: Any, sigma_z: Any, gamma: Any, lam: Any, *, diagonal: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact minimiser over (B, Σ_W) given the decoder, with ``Q = γΣ_Z⁻¹ + 2λI`` and ``M = I + AᵀQA``:
-    ``B = M⁻¹AᵀQ``; ``Σ_W = M⁻¹`` (full) or ``diag(1/diag M)`` (mean-field). Returns (B, Σ_W)."""
+    ``B = M⁻¹AᵀQ``; ``Σ_W = M⁻¹`` (full) or ``diag(1/diag M)`` (mean-field). Returns (B, Σ_W).
+
+    Raises :class:`IndefiniteQError` (a ``ValueError``) naming γ, λ and the smallest eigenvalue of Q when Q is
+    not positive definite (λ < 0 with 2|λ| ≥ γ / Σ_Z,ii): the update is then undefined."""
     A = np.asarray(A, dtype=np.float64)
     Z = np.asarray(sigma_z, dtype=np.float64)
     g = np.asarray(gamma, dtype=np.float64)[..., None]
     lm = np.asarray(lam, dtype=np.float64)[..., None]
     with np.errstate(divide="ignore", invalid="ignore"):
         q = np.where(g == 0, 0.0, g / Z) + 2.0 * lm  # diagonal of Q
+    _check_q(q, gamma, lam, Z)
     AtQ = _T(A) * q[..., None, :]
     m = A.shape[-1]
     M = _sym(np.eye(m) + AtQ @ A)
@@ -172,6 +178,8 @@ def _run(
                 f_new = vae_objective(Sy, g, lm, B1, W1, A1, Z1)
                 ok = np.isfinite(f_new) & np.isfinite(f_half)
                 ok &= np.all(np.isfinite(B1), axis=(-2, -1)) & np.all(np.isfinite(A1), axis=(-2, -1))
+            except IndefiniteQError:
+                raise
             except (np.linalg.LinAlgError, ValueError):
                 # A numerically singular member: redo one by one to isolate it (rare; only when diverging).
                 ok = np.zeros(active.size, dtype=bool)
@@ -184,6 +192,8 @@ def _run(
                         fh = vae_objective(Sy[r], g[r], lm[r], B[active[r]], W[active[r]], a1, z1)
                         b1, w1 = encoder_update(a1, z1, g[r], lm[r], diagonal=diagonal)
                         fn = vae_objective(Sy[r], g[r], lm[r], b1, w1, a1, z1)
+                    except IndefiniteQError:
+                        raise
                     except (np.linalg.LinAlgError, ValueError):
                         continue
                     A1[r], Z1[r], B1[r], W1[r], f_half[r], f_new[r] = a1, z1, b1, w1, fh, fn
@@ -365,7 +375,7 @@ def solve(
     if not isinstance(scenario, Scenario):
         raise ValueError(f"scenario: expected a Scenario, got {type(scenario).__name__}")
     _check_solver_args(max_iters, tol, param_tol, restarts)
-    g, lm = _grid(gamma, "gamma"), _grid(lam, "lam")
+    g, lm = _grid(gamma, "gamma"), _grid(lam, "lam", allow_negative=True)
     m, n = scenario.m, scenario.n
     shape = (g.size, lm.size, restarts)
     if isinstance(init, str):

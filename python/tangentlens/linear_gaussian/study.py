@@ -126,14 +126,15 @@ def success_rates(
 ) -> SuccessTable:
     """Success rates of I_m and SAP for every scenario of a configuration on the γ × λ grid.
 
-    ``configuration`` is ``"3,4,3"`` / ``(5, 5, 4)`` (the named scenarios) or a list of Scenarios sharing (s,
-    n, m). ``seeds`` is a list of seeds or a count (seeds 0..count-1); each seed draws the random
-    initialisations of all its restarts (``np.random.default_rng(seed)``, the same draws for every scenario).
-    All scenarios × seeds × grid × restarts are solved in one batched run, and all their I_m tables in one
-    batched evaluation.
-    """
-    if isinstance(configuration, (str, tuple)) and not (
-        isinstance(configuration, tuple) and configuration and isinstance(configuration[0], Scenario)
+    ``configuration`` is ``"3,4,3"`` / ``(5, 5, 4)`` / ``[5, 5, 4]`` (the named scenarios) or a list of
+    Scenarios sharing (s, n, m). ``lambda_grid`` may hold negative values (see :func:`solve`). ``seeds`` is a
+    list of seeds or a count (seeds 0..count-1); each seed draws the random initialisations of all its
+    restarts (``np.random.default_rng(seed)``, the same draws for every scenario). All scenarios × seeds ×
+    grid × restarts are solved in one batched run, and all their I_m tables in one batched evaluation."""
+    if isinstance(configuration, str) or (
+        isinstance(configuration, Sequence)
+        and len(configuration) > 0
+        and not any(isinstance(x, Scenario) for x in configuration)
     ):
         scenarios = named_scenarios(configuration)  # type: ignore[arg-type]
     else:
@@ -149,7 +150,7 @@ def success_rates(
     if not seed_list:
         raise ValueError("seeds: expected at least one seed, got none")
     _check_solver_args(max_iters, tol, param_tol, restarts)
-    g, lm = _grid(gamma_grid, "gamma_grid"), _grid(lambda_grid, "lambda_grid")
+    g, lm = _grid(gamma_grid, "gamma_grid"), _grid(lambda_grid, "lambda_grid", allow_negative=True)
     nsc, nsd = len(scenarios), len(seed_list)
     shape = (nsc, nsd, g.size, lm.size, restarts)
     inits = [_random_init(np.random.default_rng(sd), shape[2:], m, n) for sd in seed_list]
