@@ -69,7 +69,7 @@ from tangentlens.linear_gaussian.solver import (
     vae_objective,
 )
 from tangentlens.linear_gaussian.study import SuccessTable, success_rates
-from tangentlens.linear_gaussian.vu2024 import (
+from tangentlens.linear_gaussian.vu2024_protocol import (
     VU2024,
     Vu2024Config,
     Vu2024Result,
