@@ -159,8 +159,9 @@ def _run_vu2024(lg: Any, args: argparse.Namespace, configs: list[str], encoder: 
         print(res.format())
         t = res.timing
         print(
-            f"\n(wall {t['wall_s']:.1f} s: drawing {t['draw_s']:.1f} s and solving {t['solve_s']:.1f} s of "
-            f"CPU over {int(t['workers'])} worker(s), scoring {t['score_s']:.1f} s)"
+            f"\n(wall {t['wall_s']:.1f} s over {int(t['workers'])} worker(s); CPU: drawing "
+            f"{t['draw_cpu_s']:.1f} s, solving {t['solve_cpu_s']:.1f} s, busiest worker + scoring "
+            f"{t['critical_cpu_s']:.1f} s)"
         )
         if args.pairs:
             print()
