@@ -226,10 +226,16 @@ def _first_max(table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return idx, finite.any(axis=-1)
 
 
-def _check_protocol(protocol: str) -> str:
+def _metric_args(cov_xv: Any, m: Any, s: Any, protocol: str) -> tuple[int, int, np.ndarray]:
+    """The checks shared by im_score and sap_score: (m, s, one (m+s)×(m+s) float64 covariance)."""
+    m = _check_int(m, "m")
+    s = _check_int(s, "s")
     if protocol not in METRIC_PROTOCOLS:
         raise ValueError(f"protocol: expected one of {METRIC_PROTOCOLS}, got {protocol!r}")
-    return protocol
+    S = _check_cov(cov_xv, "cov_xv", size=m + s)
+    if S.ndim != 2:
+        raise ValueError(f"cov_xv: expected one (m+s)x(m+s) matrix, got shape {S.shape}")
+    return m, s, S
 
 
 def im_score(cov_xv: Any, m: int, s: int, *, protocol: MetricProtocol = "tangentlens") -> ImResult:
@@ -245,12 +251,7 @@ def im_score(cov_xv: Any, m: int, s: int, *, protocol: MetricProtocol = "tangent
     follows their enumeration order and the first maximum wins; a value whose log-determinant ratio is
     negative is NaN and never wins (when every value is NaN there is no arg-max: ``score`` NaN, empty
     assignment and grouping)."""
-    m = _check_int(m, "m")
-    s = _check_int(s, "s")
-    _check_protocol(protocol)
-    S = _check_cov(cov_xv, "cov_xv", size=m + s)
-    if S.ndim != 2:
-        raise ValueError(f"cov_xv: expected one (m+s)x(m+s) matrix, got shape {S.shape}")
+    m, s, S = _metric_args(cov_xv, m, s, protocol)
     if protocol == "vu2024":
         _chol_logdet(S[None, m:, m:], "cov_xv (factor block)")
         table, assign = _vu2024_im_tables(S[None, :m, m:], S[None, m:, m:], m, s)
@@ -337,12 +338,7 @@ def sap_score(
     ``protocol="vu2024"`` divides by ``sigma_v`` (s nominal factor stds; default: the square roots of the
     factor variances in ``cov_xv``) and takes Var x_i as 1, like the Vu–Wei–Wan notebooks.
     """
-    m = _check_int(m, "m")
-    s = _check_int(s, "s")
-    _check_protocol(protocol)
-    S = _check_cov(cov_xv, "cov_xv", size=m + s)
-    if S.ndim != 2:
-        raise ValueError(f"cov_xv: expected one (m+s)x(m+s) matrix, got shape {S.shape}")
+    m, s, S = _metric_args(cov_xv, m, s, protocol)
     if protocol == "vu2024":
         if sigma_v is None:
             var = np.diag(S)[m:]
