@@ -233,10 +233,12 @@ class _Draws:
 def _draw(cfg: Vu2024Config, seed: int, num_samples: int, sampled: bool) -> _Draws:
     rs = np.random.RandomState(seed)
     sigma = []
+    buf = None
     for k in range(3):
         analytic = _analytic_sigma_v(cfg, k)
         if sampled and _needs_samples(analytic, num_samples):
-            cov = sample_covariance(rs, cfg.draw_order(k), cfg.edges(k), cfg.s, num_samples)
+            buf = np.empty((cfg.s, num_samples)) if buf is None else buf
+            cov = sample_covariance(rs, cfg.draw_order(k), cfg.edges(k), cfg.s, num_samples, out=buf)
             sigma.append(np.round(cov, VU2024_SIGMA_V_DECIMALS))
         else:
             for _ in cfg.draw_order(k):
