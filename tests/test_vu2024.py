@@ -168,11 +168,14 @@ def test_draws_equal_an_independent_implementation(config):
     np.testing.assert_array_equal(d.sigma_v, sigma)
     np.testing.assert_array_equal(d.B0.reshape(B0.shape), B0)
     np.testing.assert_array_equal(d.W0.reshape(W0.shape), W0)
-    # advancing without the values leaves the stream where the values leave it
-    rs1, rs2 = np.random.RandomState(5), np.random.RandomState(5)
-    draws_mod.advance_normals(rs1, 10_000)
-    rs2.normal(size=10_000)
-    assert rs1.random_sample() == rs2.random_sample()
+    # the in-place polar normals are RandomState.normal bitwise, over several chunks; advancing without the
+    # values leaves the stream where the values leave it
+    size = 2 * draws_mod._CHUNK + 10
+    rs1, rs2, rs3 = np.random.RandomState(5), np.random.RandomState(5), np.random.RandomState(5)
+    out = draws_mod.normals_into(rs1, np.empty(size), 0.03)
+    np.testing.assert_array_equal(out, rs2.normal(0.0, 0.03, size))
+    draws_mod.advance_normals(rs3, size)
+    assert rs1.random_sample() == rs2.random_sample() == rs3.random_sample()
 
 
 def test_sampled_sigma_v_and_inits_match_the_notebooks():
