@@ -82,26 +82,40 @@ def sample_covariance(
     s: int,
     size: int,
     out: np.ndarray | None = None,
+    values: set[int] | None = None,
+    rows: list[int] | None = None,
 ) -> np.ndarray:
     """One scenario of the notebooks' ``generate_Sigma_V``: ``draws`` = (factor, std) in their drawing order
     (the roots' N(0, σ_v²), then the noises z_k ~ N(0, σ_z²) of the dependent factors), ``edges`` = (child,
     parent, coefficient) with ``v_child = coefficient · v_parent + z_child``; returns the unrounded ``np.cov``
-    of the s rows (their algorithm: centre by the row means, X Xᵀ / (size − 1)), without a second copy of the
-    samples."""
-    V = np.empty((s, size))
+    of the s rows (their algorithm: centre by the row means, X Xᵀ / (size − 1)) in a buffer ``out`` (s, size).
+
+    ``values`` (default all) are the drawn arrays to compute, the others are only drawn past; ``rows``
+    (default all) the factors whose covariances are wanted (built from computed arrays only): the other
+    entries of the result are NaN."""
+    V = np.empty((s, size)) if out is None else out
+    values = {k for k, _ in draws} if values is None else values
+    rows = list(range(s)) if rows is None else rows
     for k, std in draws:
-        V[k] = rs.normal(0.0, std, size)
+        if k in values:
+            normals_into(rs, V[k], std)
+        else:
+            advance_normals(rs, size)
     children = {c for c, _, _ in edges}
     done = {k for k, _ in draws if k not in children}
-    pending = list(edges)
+    pending = [e for e in edges if e[0] in values]
     while pending:  # parents first (the notebooks' scenarios are one level deep; this also serves chains)
         c, p, a = next(e for e in pending if e[1] in done)
         V[c] += a * V[p]  # = a·v_p + z_c (addition commutes exactly)
         done.add(c)
         pending.remove((c, p, a))
-    V -= V.mean(axis=1)[:, None]
-    cov = V @ V.T
-    cov *= np.true_divide(1, size - 1)
+    scale = np.true_divide(1, size - 1)
+    for i in rows:
+        V[i] -= V[i].mean()
+    cov = np.full((s, s), np.nan)
+    for a, i in enumerate(rows):  # row by row: no copy of the 10⁷-sample rows
+        for j in rows[a:]:
+            cov[i, j] = cov[j, i] = np.dot(V[i], V[j]) * scale
     return cov
 
 

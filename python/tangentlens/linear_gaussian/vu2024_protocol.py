@@ -74,8 +74,9 @@ VU2024_SIGMA_V_DECIMALS = 4
 VU2024_RECON_DECIMALS = 8
 #: an entry of Σ_V is estimated from the samples when its analytic value lies within this many standard errors
 #: of a rounding midpoint; further away the rounded estimate equals the rounded analytic value except with
-#: probability below 1e-300, and the samples of a scenario with no such entry are only drawn past.
-_MIDPOINT_SE = 40.0
+#: probability below 2e-23, so only the samples that enter the estimated entries are computed, the others are
+#: drawn past (the stream advances identically).
+_MIDPOINT_SE = 10.0
 
 
 @dataclass(frozen=True)
@@ -214,13 +215,32 @@ def _scenario(cfg: Vu2024Config, k: int, sigma_v: np.ndarray | None) -> Scenario
     )
 
 
-def _needs_samples(analytic: np.ndarray, size: int) -> bool:
-    """Does any entry lie within _MIDPOINT_SE standard errors of a rounding midpoint of the 4-decimal grid?"""
+def _near_midpoint(analytic: np.ndarray, size: int) -> np.ndarray:
+    """(s, s) mask of the entries within _MIDPOINT_SE standard errors of a rounding midpoint of the 4-decimal
+    grid (the standard error of a sample covariance of ``size`` Gaussian draws)."""
     d = np.diag(analytic)
     se = np.sqrt((np.outer(d, d) + analytic**2) / (size - 1))
     scaled = analytic * 10.0**VU2024_SIGMA_V_DECIMALS
     dist = np.abs(scaled - np.floor(scaled) - 0.5) * 10.0**-VU2024_SIGMA_V_DECIMALS
-    return bool(np.any(dist < _MIDPOINT_SE * se))
+    return dist < _MIDPOINT_SE * se
+
+
+def _needs_samples(analytic: np.ndarray, size: int) -> bool:
+    return bool(np.any(_near_midpoint(analytic, size)))
+
+
+def _sources(cfg: Vu2024Config, k: int, factors: set[int]) -> set[int]:
+    """The drawn arrays (roots, and the z of dependents) that the given factors of scenario k are built
+    from."""
+    parent = {c: p for c, p, _ in cfg.scenarios[k]}
+    out: set[int] = set()
+    for f in factors:
+        while True:
+            out.add(f)
+            if f not in parent:
+                break
+            f = parent[f]
+    return out
 
 
 @dataclass
@@ -236,10 +256,20 @@ def _draw(cfg: Vu2024Config, seed: int, num_samples: int, sampled: bool) -> _Dra
     buf = None
     for k in range(3):
         analytic = _analytic_sigma_v(cfg, k)
-        if sampled and _needs_samples(analytic, num_samples):
+        near = _near_midpoint(analytic, num_samples)
+        if sampled and near.any():
             buf = np.empty((cfg.s, num_samples)) if buf is None else buf
-            cov = sample_covariance(rs, cfg.draw_order(k), cfg.edges(k), cfg.s, num_samples, out=buf)
-            sigma.append(np.round(cov, VU2024_SIGMA_V_DECIMALS))
+            rows = sorted({int(i) for i in np.flatnonzero(near.any(axis=1))})
+            values = _sources(cfg, k, set(rows))
+            cov = sample_covariance(
+                rs, cfg.draw_order(k), cfg.edges(k), cfg.s, num_samples, out=buf, values=values, rows=rows
+            )
+            sigma.append(
+                np.where(
+                    near, np.round(cov, VU2024_SIGMA_V_DECIMALS), np.round(analytic, VU2024_SIGMA_V_DECIMALS)
+                )
+                + 0.0
+            )
         else:
             for _ in cfg.draw_order(k):
                 advance_normals(rs, num_samples)
