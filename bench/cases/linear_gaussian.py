@@ -101,8 +101,8 @@ def cases(device: torch.device, quick: bool) -> list[Case]:
             variants={"tangentlens": ours_draws, "loop": loop_draws},
             ours="tangentlens",
             baseline="loop",
-            work=1,
-            work_unit="seed",
+            work=15 * size,  # the normals drawn: 3 scenarios × 5 arrays
+            work_unit="normal",
             repeats=1 if quick else 3,
             warmup=0,
             meta={"configuration": "5,5,4", "samples": size},
