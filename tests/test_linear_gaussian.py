@@ -590,3 +590,74 @@ def test_pca_init_and_result_serialisation():
     text = json.dumps(d, allow_nan=False)
     assert json.loads(text)["status"] == res.status.tolist()
     assert len(d["history"][0][0][0]) == 300
+
+
+# ------------------------------------------------------------------------------------------------------------
+# λ < 0, an indefinite Q, configurations as lists, SAP ties
+# ------------------------------------------------------------------------------------------------------------
+def test_negative_lambda_through_the_api():
+    res = lg.solve(PAIR, [0.5, 1.0], [-0.02, 0.0], restarts=2, seed=3, max_iters=300)
+    assert res.lam.tolist() == [-0.02, 0.0]
+    assert np.all(np.isfinite(res.objective[res.status != "diverging"]))
+    # at λ < 0 the encoder update still holds: Q = γΣ_Z⁻¹ + 2λI is positive definite here
+    A, Z = res.A[1, 0, 0], res.sigma_z[1, 0, 0]
+    B1, W1 = lg.encoder_update(A, Z, 1.0, -0.02)
+    Q = np.diag(1.0 / Z - 0.04)
+    np.testing.assert_allclose(W1, np.linalg.inv(np.eye(3) + A.T @ Q @ A), rtol=1e-12)
+    tab = lg.success_rates("3,4,3", [1.0], [-0.02, 0.0], [0], restarts=1, max_iters=200)
+    assert tab.lam.tolist() == [-0.02, 0.0] and tab.im_mean.shape == (3, 1, 2)
+
+
+def test_indefinite_q_is_a_clear_error():
+    # γ = 0.5 and λ = −1: Q's diagonal 0.5/Σ_Z,ii − 2 is negative for Σ_Z,ii > 0.25
+    with pytest.raises(lg.IndefiniteQError, match=r"smallest eigenvalue -1\.5 at γ = 0\.5, λ = -1"):
+        lg.encoder_update(np.ones((4, 3)), np.full(4, 1.0), 0.5, -1.0)
+    with pytest.raises(ValueError, match=r"Q = γΣ_Z⁻¹ \+ 2λI .* at γ = 0\.5, λ = -1 "):
+        lg.solve(PAIR, 0.5, [0.1, -1.0], restarts=1, max_iters=50)
+    with pytest.raises(lg.IndefiniteQError, match="γ = 0, λ = -0.1"):
+        lg.success_rates("3,4,3", [0.0], [-0.1], [0], restarts=1, max_iters=10)
+    # a definite Q at λ < 0 is fine
+    lg.encoder_update(np.ones((4, 3)), np.full(4, 0.1), 0.5, -1.0)
+
+
+def test_success_rates_accepts_a_list_configuration():
+    kw = dict(restarts=1, max_iters=100)
+    a = lg.success_rates([5, 5, 4], [1.0], [0.5], [0], **kw)
+    b = lg.success_rates((5, 5, 4), [1.0], [0.5], [0], **kw)
+    c = lg.success_rates("5,5,4", [1.0], [0.5], [0], **kw)
+    assert a.configuration == b.configuration == c.configuration == (5, 5, 4)
+    np.testing.assert_array_equal(a.im_per_seed, c.im_per_seed)
+    with pytest.raises(ValueError, match="config"):
+        lg.success_rates([5, 5, 5], [1.0], [0.5], [0], **kw)
+
+
+def test_sap_tie_flag():
+    sc = lg.named_scenarios("3,4,3")[1]
+    Bv = np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0], [0.0, 0.0, 0.0]])
+    S = lg.joint_covariance(sc, Bv @ np.linalg.pinv(sc.gamma_matrix), 0.01 * np.eye(3))
+    good = lg.sap_score(S, 3, 3)
+    assert not good.tie and np.all(good.margins > 0.1) and good.score == pytest.approx(good.margins.mean())
+    # a collapsed code: every entry ~0, so every factor's arg-max is a tie and the "grouping" is meaningless
+    collapsed = lg.sap_score(lg.joint_covariance(sc, np.zeros((3, 4)), np.eye(3)), 3, 3)
+    assert collapsed.tie and collapsed.grouping == ((0, 1, 2),)
+    # one factor tied between two latents that copy it equally
+    Bt = np.array([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]) @ np.linalg.pinv(sc.gamma_matrix)
+    tied = lg.sap_score(lg.joint_covariance(sc, Bt, 0.01 * np.eye(3)), 3, 3)
+    assert tied.tie and tied.margins[0] <= lg.SAP_TIE_TOL and tied.margins[2] > 0
+    assert json.loads(json.dumps(tied.to_dict()))["tie"] is True
+
+
+def test_cli_negative_lambda(tmp_path, capsys):
+    from tangentlens.cli import main
+
+    for lam_args in (["--lam", "-0.02,0.5"], ["--lam=-0.02,0.5"]):
+        out = tmp_path / "neg.json"
+        argv = ["linear-gaussian", "--config", "3,4,3", "--gamma", "1", *lam_args, "--seeds", "1"]
+        assert main(argv + ["--restarts", "1", "--max-iters", "50", "--json", str(out)]) == 0
+        assert json.loads(out.read_text())["tables"][0]["lam"] == [-0.02, 0.5]
+        assert "| -0.02 |" in capsys.readouterr().out
+    assert main(["linear-gaussian", "--config", "3,4,3", "--gamma", "0", "--lam", "-1", "--seeds", "1"]) == 2
+    assert "positive definite" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: "--lam: expected a comma list of numbers"
+        main(["linear-gaussian", "--lam", "-0.02,x"])
+    assert "comma list of numbers" in capsys.readouterr().err
