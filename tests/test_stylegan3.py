@@ -1,0 +1,244 @@
+"""StyleGAN3 generator: parity with NVIDIA's own code (golden fixtures), names, filters, the stacked JVP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.signal
+import scipy.special
+import torch
+
+from tangentlens import forward_rules
+from tangentlens.generators import stylegan3_convert
+from tangentlens.models import StyleGAN3Generator
+from tangentlens.models.stylegan3 import design_lowpass_filter
+
+FIXTURES = Path(__file__).parent / "fixtures" / "stylegan3"
+CASES = ("t16", "t32c", "r16c", "r32")
+
+
+def fixture(name: str) -> dict:
+    return torch.load(FIXTURES / f"{name}.pt", weights_only=True)
+
+
+def from_fixture(fx: dict, impl: str = "auto", seed: int = 0) -> StyleGAN3Generator:
+    """Our generator from NVIDIA's constructor arguments (as the loader converts them) and its weights."""
+    kwargs = stylegan3_convert.generator_kwargs((), fx["nvidia_kwargs"], {}, "fixture")
+    G = StyleGAN3Generator(**kwargs, impl=impl, seed=seed)
+    G.load_state_dict(fx["state_dict"])
+    return G.eval().requires_grad_(False)
+
+
+G_KW = dict(z_dim=8, w_dim=8, img_resolution=16, channel_base=128, channel_max=8)
+
+
+def small(config: str = "stylegan3-t", res: int = 16, c_dim: int = 0, **kw) -> StyleGAN3Generator:
+    return StyleGAN3Generator(**{**G_KW, "img_resolution": res}, c_dim=c_dim, config=config, **kw)
+
+
+def _rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.double() - b.double()).abs().max() / b.double().abs().max())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# NVIDIA's G_ema(z, c, truncation_psi=...) by NVIDIA's stylegan3 code (tests/fixtures/stylegan3/README.md)
+
+
+@pytest.mark.parametrize("name,impl", [(n, "auto") for n in CASES] + [("t16", "reference")])
+def test_images_match_nvidia_float64(name, impl):
+    fx = fixture(name)
+    G = from_fixture(fx, impl).double()
+    with torch.no_grad():
+        img = G(
+            fx["z"], fx["c"], truncation_psi=fx["truncation_psi"], truncation_cutoff=fx["truncation_cutoff"]
+        )
+    assert img.dtype == torch.float64 and img.shape == fx["img64"].shape
+    assert _rel(img, fx["img64"]) <= 1e-12
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_images_match_nvidia_float32(name):
+    fx = fixture(name)
+    G = from_fixture(fx)
+    z = fx["z"].float()
+    c = None if fx["c"] is None else fx["c"].float()
+    with torch.no_grad():
+        img = G(z, c, truncation_psi=fx["truncation_psi"], truncation_cutoff=fx["truncation_cutoff"])
+    assert img.dtype == torch.float32
+    # float32 rounding: ours as far from NVIDIA's float64 images as NVIDIA's own float32 images are
+    nvidia_error = _rel(fx["img32"], fx["img64"])
+    assert 0 < nvidia_error < 1e-5
+    assert _rel(img, fx["img64"]) <= 3 * nvidia_error
+    assert _rel(img, fx["img32"]) <= 3 * nvidia_error
+
+
+def test_fixtures_cover_both_configs_resolutions_labels_and_clamping():
+    seen = {
+        (fx["nvidia_kwargs"].get("conv_kernel", 3), fx["nvidia_kwargs"]["img_resolution"])
+        for fx in map(fixture, CASES)
+    }
+    assert seen == {(3, 16), (3, 32), (1, 16), (1, 32)}
+    fx = fixture("r16c")
+    assert fx["c"] is not None and fx["truncation_psi"] != 1
+    G = from_fixture(fx, "reference").double()
+    active = []
+    for layer in G.synthesis.layers():  # conv_clamp=2: the clamp must bind somewhere
+        layer.register_forward_hook(lambda m, i, o: active.append(bool((o.abs() >= 2).any())))
+    with torch.no_grad():
+        G(fx["z"], fx["c"], truncation_psi=fx["truncation_psi"])
+    assert any(active)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_names_shapes_and_designed_filters_are_nvidias(name):
+    fx = fixture(name)
+    kwargs = stylegan3_convert.generator_kwargs((), fx["nvidia_kwargs"], {}, "fixture")
+    G = StyleGAN3Generator(**kwargs, seed=3)
+    ours, theirs = G.state_dict(), fx["state_dict"]
+    assert list(ours) == list(theirs)
+    for key, t in theirs.items():
+        assert ours[key].shape == t.shape and ours[key].dtype == t.dtype, key
+        if key.endswith(("up_filter", "down_filter")):  # designed, not drawn: identical
+            assert torch.equal(ours[key], t), key
+    assert G.num_ws == 16 and G.synthesis.layer_names[-1].endswith("_3")
+    assert G.synthesis.input.freqs.norm(dim=1).max() <= G.synthesis.input.bandwidth
+
+
+def test_filter_design_matches_scipy():
+    for numtaps, cutoff, width, fs in ((12, 2.0, 4.6, 16), (24, 10.3, 7.7, 64), (12, 100.0, 41.0, 512)):
+        ours = design_lowpass_filter(numtaps, cutoff, width, fs)
+        want = scipy.signal.firwin(numtaps=numtaps, cutoff=cutoff, width=width, fs=fs)
+        np.testing.assert_array_equal(ours.numpy(), torch.as_tensor(want, dtype=torch.float32).numpy())
+        radial = design_lowpass_filter(numtaps, cutoff, width, fs, radial=True).double().numpy()
+        x = (np.arange(numtaps) - (numtaps - 1) / 2) / fs
+        r = np.hypot(*np.meshgrid(x, x))
+        f = scipy.special.j1(2 * cutoff * np.pi * r) / (np.pi * r)
+        beta = scipy.signal.kaiser_beta(scipy.signal.kaiser_atten(numtaps, width / (fs / 2)))
+        f *= np.outer(np.kaiser(numtaps, beta), np.kaiser(numtaps, beta))
+        np.testing.assert_allclose(radial, f / f.sum(), rtol=2e-7, atol=1e-9)
+    assert design_lowpass_filter(1, 2.0, 1.0, 16) is None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Behaviour
+
+
+def test_seeded_init_does_not_touch_the_global_rng():
+    state = torch.random.get_rng_state()
+    a, b = small(seed=4), small(seed=4)
+    assert torch.equal(state, torch.random.get_rng_state())
+    for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
+        assert torch.equal(x, y), k
+    c = small(seed=5)
+    assert not torch.equal(a.synthesis.input.freqs, c.synthesis.input.freqs)
+    # NVIDIA's initial values: identity input transform, unit magnitude EMA, affine bias 1, zero biases
+    assert torch.equal(a.synthesis.input.affine.bias, torch.tensor([1.0, 0, 0, 0]))
+    assert not a.synthesis.input.affine.weight.any()
+    layer = a.synthesis.layers()[3]
+    assert layer.magnitude_ema == 1 and not layer.bias.any() and bool((layer.affine.bias == 1).all())
+
+
+def test_configs_and_geometry():
+    t, r = small("stylegan3-t"), small("stylegan3-r")
+    assert t.synthesis.layers()[0].weight.shape[-1] == 3 and r.synthesis.layers()[0].weight.shape[-1] == 1
+    assert r.synthesis.layers()[0].down_filter.ndim == 2  # radial, except the critically sampled layers
+    assert r.synthesis.layers()[-2].down_filter.ndim == 1 and t.synthesis.layers()[0].down_filter.ndim == 1
+    torgb = t.synthesis.layers()[-1]
+    assert (
+        torgb.is_torgb and torgb.up_filter is None and torgb.down_filter is None and torgb.padding == [0] * 4
+    )
+    img = t(torch.randn(2, 8))
+    assert img.shape == (2, 3, 16, 16) and torch.isfinite(img).all()
+    G = small(res=64, synthesis_kwargs=dict(num_layers=6, num_critical=1))
+    assert G.num_ws == 8 and G(torch.randn(1, 8)).shape == (1, 3, 64, 64)
+    assert {layer.up_factor for layer in G.synthesis.layers()[:-1]} == {2, 4}
+
+
+def test_update_emas_moves_the_magnitude_ema():
+    G = small(seed=1)
+    z = torch.randn(3, 8)
+    before = {n: b.clone() for n, b in G.named_buffers() if n.endswith("magnitude_ema")}
+    img = G(z)
+    assert all(torch.equal(b, dict(G.named_buffers())[n]) for n, b in before.items())
+    layer = G.synthesis.layers()[2]
+    x_in = []
+    layer.register_forward_pre_hook(lambda m, args: x_in.append(args[0].detach()))
+    G(z, update_emas=True)
+    want = (
+        x_in[0].square().mean().lerp(before[f"synthesis.{G.synthesis.layer_names[2]}.magnitude_ema"], 0.999)
+    )
+    torch.testing.assert_close(layer.magnitude_ema, want)
+    assert not torch.equal(G(z), img)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="img_resolution: expected a power of two >= 16"):
+        small(res=8)
+    with pytest.raises(ValueError, match="config: expected one of"):
+        small("stylegan3-x")
+    with pytest.raises(ValueError, match="mapping_kwargs: StyleGAN3's mapping takes"):
+        small(mapping_kwargs=dict(embed_features=3))
+    G = small()
+    with pytest.raises(ValueError, match=r"ws: expected shape \[N, 16, 8\]"):
+        G.synthesis(torch.randn(2, 15, 8))
+    with pytest.raises(ValueError, match="noise_mode: expected one of"):
+        G.synthesis(torch.randn(2, 16, 8), noise_mode="fixed")
+    with pytest.raises(ValueError, match=r"z: expected shape \[N, 8\]"):
+        G(torch.randn(2, 9))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Derivatives: torch.func through forward, and the stacked forward_jvp
+
+
+def test_func_jvp_matches_finite_differences():
+    fx = fixture("t16")
+    G = from_fixture(fx).double()
+    ws = G.mapping(fx["z"][:2], None).detach().clone()
+    t = torch.randn(ws.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    _, jv = torch.func.jvp(G.synthesis, (ws,), (t,))
+    h = 1e-6
+    with torch.no_grad():
+        fd = (G.synthesis(ws + h * t) - G.synthesis(ws - h * t)) / (2 * h)
+    # a lrelu kink within h of a pre-activation makes a central difference average two slopes: compare norms
+    assert float((jv - fd).norm() / jv.norm()) < 1e-4
+
+
+def test_rms_normalize_stacked_is_the_jvp():
+    g = torch.Generator().manual_seed(1)
+    s, ts = (
+        torch.randn(3, 5, dtype=torch.float64, generator=g),
+        torch.randn(3, 4, 5, dtype=torch.float64, generator=g),
+    )
+    out = forward_rules.rms_normalize_stacked(forward_rules.stack(s, ts, 4))
+    want = torch.stack(
+        [torch.func.jvp(lambda v: v * v.square().mean().rsqrt(), (s,), (ts[:, k],))[1] for k in range(4)], 1
+    )
+    torch.testing.assert_close(out[:, 0], s * s.square().mean().rsqrt())
+    torch.testing.assert_close(out[:, 1:], want, rtol=1e-13, atol=1e-14)
+
+
+@pytest.mark.parametrize("config", ["stylegan3-t", "stylegan3-r"])
+def test_stacked_forward_jvp_matches_torch_func(config):
+    G = small(config, c_dim=3, seed=7, conv_clamp=0.5).double()  # the clamp binds in some layers
+    for name, p in G.named_parameters():  # trained-like: rotated, translated Fourier features
+        if name == "synthesis.input.affine.weight":
+            p.data.normal_(generator=torch.Generator().manual_seed(8))
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(2, 8, dtype=torch.float64, generator=g)
+    c = torch.eye(3, dtype=torch.float64)[:2]
+    tz = torch.randn(2, 3, 8, dtype=torch.float64, generator=g)
+    with torch.no_grad():
+        img, timg = G.forward_jvp(z, tz, c, truncation_psi=0.8, truncation_cutoff=5)
+    ref = StyleGAN3Generator(**{**G_KW, "config": config}, c_dim=3, seed=7, conv_clamp=0.5, impl="reference")
+    ref.double().load_state_dict(G.state_dict())
+
+    def f(zz):
+        return ref(zz, c, truncation_psi=0.8, truncation_cutoff=5)
+
+    want = torch.stack([torch.func.jvp(f, (z,), (tz[:, i],))[1] for i in range(3)], dim=1)
+    torch.testing.assert_close(img, f(z), rtol=0, atol=1e-13)
+    assert timg.shape == (2, 3, 3, 16, 16)
+    assert _rel(timg, want) <= 1e-11
