@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,11 @@ import torch
 
 from tangentlens import forward_rules
 from tangentlens.generators import stylegan3_convert
+from tangentlens.lpips import LPIPS
 from tangentlens.models import StyleGAN3Generator
 from tangentlens.models.stylegan3 import design_lowpass_filter
+from tangentlens.ppl import PRESETS, ppl, ppl_distances
+from tangentlens.spectra import spectrum
 
 FIXTURES = Path(__file__).parent / "fixtures" / "stylegan3"
 CASES = ("t16", "t32c", "r16c", "r32")
@@ -245,3 +249,77 @@ def test_stacked_forward_jvp_matches_torch_func(config):
     torch.testing.assert_close(img, f(z), rtol=0, atol=1e-13)
     assert timg.shape == (2, 3, 3, 16, 16)
     assert _rel(timg, want) <= 1e-11
+
+
+# ---------------------------------------------------------------------------------------------------------
+# PPL: the "stylegan3" preset vs NVIDIA's PPLSampler (fixtures), the exact mode, spectra, the CLI
+
+
+@pytest.fixture(scope="module")
+def lpips64() -> LPIPS:
+    return LPIPS("vgg16", pretrained=False).double()  # the stand-in given to NVIDIA's sampler too
+
+
+@pytest.mark.parametrize("name", ["t16", "r16c"])
+def test_per_sample_ppl_matches_nvidias_sampler(name, lpips64):
+    fx = fixture(name)
+    nv = fx["ppl"]
+    G = from_fixture(fx).double()
+    d = ppl_distances(G, nv["z0"], nv["z1"], 0.0, preset="stylegan3", distance=lpips64, labels=nv["c"])
+    assert d.dtype == torch.float64 and d.shape == nv["dist"].shape
+    assert float(((d - nv["dist"]) / nv["dist"]).abs().max()) <= 1e-9
+    assert (
+        PRESETS["stylegan3"].batch_size == nv["batch_size"] == 2
+    )  # NVIDIA's batches: the same images per call
+
+
+def test_exact_mode_spectra_and_labels_through_the_stacked_rules(lpips64, monkeypatch):
+    G = small("stylegan3-r", c_dim=3, seed=2).double()
+    calls = []
+    rules = G.synthesis.forward_jvp
+    monkeypatch.setattr(G.synthesis, "forward_jvp", lambda *a, **k: calls.append(1) or rules(*a, **k))
+    labels = torch.eye(3, dtype=torch.float64)[[0, 2]]
+    r = ppl(G, num_samples=4, batch_size=2, distance=lpips64, labels=labels, progress=False, bootstrap=0)
+    assert calls and r.config["generator"]["kind"] == "stylegan3 (tangentlens)"
+    assert r.config["preset"] == "tangentlens (default)" and torch.isfinite(r.distances).all()
+    # the exact limit is the eps -> 0 limit of NVIDIA's finite difference (float64: O(eps) apart)
+    g = torch.Generator().manual_seed(0)
+    z0, z1 = (
+        torch.randn(2, 8, dtype=torch.float64, generator=g),
+        torch.randn(2, 8, dtype=torch.float64, generator=g),
+    )
+    c = labels
+    fd = ppl_distances(G, z0, z1, preset="stylegan3", distance=lpips64, labels=c)
+    jvp = ppl_distances(G, z0, z1, preset="stylegan3", method="jvp", distance=lpips64, labels=c)
+    torch.testing.assert_close(jvp, fd, rtol=1e-3, atol=0)
+    sp = spectrum(G.float(), torch.randn(2, 8, generator=g), space="w", k=3, distance="l2")
+    assert sp.eigenvalues.shape == (2, 3) and bool((sp.eigenvalues > 0).all())
+
+
+def test_cli_ppl_on_a_stylegan3_pickle(tmp_path, capsys):
+    from tangentlens.cli import main
+    from test_nvidia_pkl import FakeNvidia, sg3_nvidia_kwargs, small_sg3, write_sg3_pkl
+
+    fake = FakeNvidia(tmp_path / "marker")
+    path = write_sg3_pkl(
+        tmp_path / "sg3.pkl", fake, small_sg3("stylegan3-t", c_dim=0), sg3_nvidia_kwargs(c_dim=0)
+    )
+    out = tmp_path / "r.json"
+    args = [
+        "ppl",
+        "--generator",
+        str(path),
+        "--preset",
+        "stylegan3",
+        "--num-samples",
+        "4",
+        "--distance",
+        "l2",
+    ]
+    assert main([*args, "--json", str(out), "--no-progress"]) == 0
+    data = json.loads(out.read_text())
+    assert (
+        data["config"]["preset"] == "stylegan3"
+        and data["config"]["generator"]["kind"] == "stylegan3 (tangentlens)"
+    )
+    assert len(data["distances"]) == 4 and not fake.marker.exists()

@@ -8,13 +8,13 @@ from typing import get_args
 
 from tangentlens.cli._common import load_generator
 from tangentlens.jvp import PRECISIONS
-from tangentlens.ppl import Interp
+from tangentlens.ppl import PRESETS, Interp
 
 
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("ppl", help="Perceptual Path Length of a generator (SPEC §4)")
     p.add_argument(
-        "--generator", required=True, help="file.pkl (NVIDIA StyleGAN2-ADA), module:attr or file.py:attr"
+        "--generator", required=True, help="file.pkl (NVIDIA StyleGAN2/3), module:attr or file.py:attr"
     )
     p.add_argument("--pkl-key", default="G_ema", help="network in the .pkl (default G_ema)")
     p.add_argument(
@@ -22,7 +22,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="unpickle with pickle.load (RUNS code from the file)",
     )
-    p.add_argument("--preset", choices=["stylegan2", "stylegan2_crop", "torchmetrics", "torch_fidelity"])
+    p.add_argument("--preset", choices=sorted(PRESETS))
     p.add_argument("--space", choices=["w", "z"])
     p.add_argument("--sampling", choices=["end", "full"])
     p.add_argument("--method", choices=["fd", "jvp"])
