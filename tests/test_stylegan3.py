@@ -17,7 +17,7 @@ from tangentlens.lpips import LPIPS
 from tangentlens.models import StyleGAN3Generator
 from tangentlens.models.stylegan3 import design_lowpass_filter
 from tangentlens.ppl import PRESETS, ppl, ppl_distances
-from tangentlens.spectra import spectrum
+from tangentlens.spectra import scan, spectrum
 
 FIXTURES = Path(__file__).parent / "fixtures" / "stylegan3"
 CASES = ("t16", "t32c", "r16c", "r32")
@@ -292,8 +292,11 @@ def test_exact_mode_spectra_and_labels_through_the_stacked_rules(lpips64, monkey
     fd = ppl_distances(G, z0, z1, preset="stylegan3", distance=lpips64, labels=c)
     jvp = ppl_distances(G, z0, z1, preset="stylegan3", method="jvp", distance=lpips64, labels=c)
     torch.testing.assert_close(jvp, fd, rtol=1e-3, atol=0)
+    calls.clear()
     sp = spectrum(G.float(), torch.randn(2, 8, generator=g), space="w", k=3, distance="l2")
-    assert sp.eigenvalues.shape == (2, 3) and bool((sp.eigenvalues > 0).all())
+    assert sp.eigenvalues.shape == (2, 3) and bool((sp.eigenvalues > 0).all()) and calls
+    res = scan(small(seed=3), 2, k=2, space="w", batch_size=2, progress=False)  # (scan draws no labels)
+    assert res.eigenvalues.shape == (2, 2) and bool(torch.isfinite(torch.as_tensor(res.eigenvalues)).all())
 
 
 def test_cli_ppl_on_a_stylegan3_pickle(tmp_path, capsys):
