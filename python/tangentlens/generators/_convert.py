@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -77,6 +78,57 @@ def generator_arguments(
         raise UnsupportedGeneratorError(f"{where}: {clash} given both in synthesis_kwargs and directly")
     synthesis.update(kw)
     return sizes, mapping, synthesis
+
+
+@dataclass(frozen=True)
+class ArgumentMap:
+    """Where NVIDIA's constructor arguments go in one of our constructors."""
+
+    cls_name: str
+    top: tuple[str, ...]  # synthesis arguments our constructor takes directly
+    synthesis: tuple[str, ...]  # passed on in synthesis_kwargs
+    mapping: tuple[str, ...]  # passed on in mapping_kwargs (num_layers becomes mapping_layers)
+    ignored: tuple[str, ...] = ()  # arguments that do not change the function computed
+
+
+def our_kwargs(
+    init_args: Any,
+    init_kwargs: Any,
+    attrs: Mapping[str, Any],
+    where: str,
+    amap: ArgumentMap,
+    problems: Callable[[dict[str, Any]], list[str]] | None = None,
+) -> dict[str, Any]:
+    """NVIDIA's constructor arguments as our constructor's (``amap``); unsupported ones, and what
+    ``problems(synthesis_kwargs)`` finds, are refused by name."""
+    sizes, mapping, synthesis = generator_arguments(init_args, init_kwargs, attrs, where)
+    out: dict[str, Any] = dict(sizes)
+    syn_kw: dict[str, Any] = {}
+    map_kw: dict[str, Any] = {}
+    unsupported: list[str] = []
+    for k, v in synthesis.items():
+        if k in amap.top:
+            out[k] = v
+        elif k in amap.synthesis:
+            syn_kw[k] = v
+        elif k not in amap.ignored:
+            unsupported.append(f"synthesis_kwargs[{k!r}]={v!r}")
+    for k, v in mapping.items():
+        if k == "num_layers":
+            out["mapping_layers"] = as_int(v, f"{where}: mapping_kwargs['num_layers']")
+        elif k in amap.mapping:
+            map_kw[k] = v
+        else:
+            unsupported.append(f"mapping_kwargs[{k!r}]={v!r}")
+    unsupported += problems(syn_kw) if problems is not None else []
+    if unsupported:
+        raise UnsupportedGeneratorError(
+            f"{where}: {amap.cls_name} cannot reproduce these NVIDIA constructor arguments: "
+            + ", ".join(unsupported)
+        )
+    out["mapping_kwargs"] = map_kw
+    out["synthesis_kwargs"] = syn_kw
+    return out
 
 
 def load_strict(G: nn.Module, state: Mapping[str, torch.Tensor], where: str) -> None:

@@ -3,10 +3,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from tangentlens.generators._convert import UnsupportedGeneratorError, as_int, generator_arguments
+from tangentlens.generators._convert import ArgumentMap, UnsupportedGeneratorError, our_kwargs
 from tangentlens.models.stylegan2 import ARCHITECTURES
 
 EXPECTED = (
@@ -26,6 +26,9 @@ _PASSED_SYNTHESIS = (
     "activation",
 )
 _PASSED_MAPPING = ("embed_features", "layer_features", "activation", "lr_multiplier", "w_avg_beta")
+_ARGUMENTS = ArgumentMap(
+    "StyleGAN2Generator", _TOP_SYNTHESIS, _PASSED_SYNTHESIS, _PASSED_MAPPING, _LAYOUT_ONLY
+)
 
 
 def is_stylegan2(synthesis_children: Mapping[str, str]) -> bool:
@@ -43,40 +46,16 @@ def check_structure(syn_name: str, blocks: Mapping[str, str], where: str) -> Non
         )
 
 
+def _problems(syn_kw: dict[str, Any]) -> list[str]:
+    if "resample_filter" in syn_kw:
+        syn_kw["resample_filter"] = list(syn_kw["resample_filter"])
+    if syn_kw.get("architecture", "skip") not in ARCHITECTURES:
+        return [f"architecture={syn_kw['architecture']!r} (supported: {', '.join(ARCHITECTURES)})"]
+    return []
+
+
 def generator_kwargs(
     init_args: Any, init_kwargs: Any, attrs: Mapping[str, Any], where: str
 ) -> dict[str, Any]:
     """NVIDIA's constructor arguments to StyleGAN2Generator's (unsupported ones refused by name)."""
-    sizes, mapping, synthesis = generator_arguments(init_args, init_kwargs, attrs, where)
-    out: dict[str, Any] = dict(sizes)
-    unsupported: list[str] = []
-    syn_kw: dict[str, Any] = {}
-    for k, v in synthesis.items():
-        if k in _TOP_SYNTHESIS:
-            out[k] = v
-        elif k in _PASSED_SYNTHESIS:
-            syn_kw[k] = list(v) if k == "resample_filter" else v
-        elif k not in _LAYOUT_ONLY:
-            unsupported.append(f"synthesis_kwargs[{k!r}]={v!r}")
-    map_kw: dict[str, Any] = {}
-    for k, v in mapping.items():
-        if k == "num_layers":
-            out["mapping_layers"] = as_int(v, f"{where}: mapping_kwargs['num_layers']")
-        elif k in _PASSED_MAPPING:
-            map_kw[k] = v
-        else:
-            unsupported.append(f"mapping_kwargs[{k!r}]={v!r}")
-    if syn_kw.get("architecture", "skip") not in ARCHITECTURES:
-        unsupported.append(f"architecture={syn_kw['architecture']!r} (supported: {', '.join(ARCHITECTURES)})")
-    if unsupported:
-        raise UnsupportedGeneratorError(
-            f"{where}: StyleGAN2Generator cannot reproduce these NVIDIA constructor arguments: "
-            + ", ".join(unsupported)
-        )
-    out["mapping_kwargs"] = map_kw
-    out["synthesis_kwargs"] = syn_kw
-    return out
-
-
-def synthesis_children(children: Callable[[Any], dict[str, tuple[str, Any]]], syn: Any) -> dict[str, str]:
-    return {n: c for n, (c, _) in children(syn).items()}
+    return our_kwargs(init_args, init_kwargs, attrs, where, _ARGUMENTS, _problems)

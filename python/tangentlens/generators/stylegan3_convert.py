@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from tangentlens.generators._convert import UnsupportedGeneratorError, as_int, generator_arguments
+from tangentlens.generators._convert import ArgumentMap, UnsupportedGeneratorError, our_kwargs
 from tangentlens.generators.unpickle import plain
 from tangentlens.models.stylegan3 import StyleGAN3Generator
 
@@ -35,6 +35,7 @@ _PASSED_SYNTHESIS = (
     "magnitude_ema_beta",
 )
 _PASSED_MAPPING = ("lr_multiplier", "w_avg_beta")
+_ARGUMENTS = ArgumentMap("StyleGAN3Generator", _TOP_SYNTHESIS, _PASSED_SYNTHESIS, _PASSED_MAPPING)
 # recorded attributes that fix the computation, compared with the rebuilt network's
 _NETWORK_ATTRS = ("num_ws", "num_layers", "num_critical", "margin_size", "output_scale", "layer_names")
 _INPUT_ATTRS = ("channels", "size", "sampling_rate", "bandwidth")
@@ -82,35 +83,11 @@ def generator_kwargs(
 ) -> dict[str, Any]:
     """NVIDIA's ``Generator(z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs,
     **synthesis_kwargs)`` to StyleGAN3Generator's arguments (unsupported ones refused by name)."""
-    sizes, mapping, synthesis = generator_arguments(init_args, init_kwargs, attrs, where)
-    out: dict[str, Any] = dict(sizes)
-    syn_kw: dict[str, Any] = {}
-    map_kw: dict[str, Any] = {}
-    unsupported: list[str] = []
-    for k, v in synthesis.items():
-        if k in _TOP_SYNTHESIS:
-            out[k] = v
-        elif k in _PASSED_SYNTHESIS:
-            syn_kw[k] = bool(v) if k == "use_radial_filters" else v
-        else:
-            unsupported.append(f"synthesis_kwargs[{k!r}]={v!r}")
-    for k, v in mapping.items():
-        if k == "num_layers":
-            out["mapping_layers"] = as_int(v, f"{where}: mapping_kwargs['num_layers']")
-        elif k in _PASSED_MAPPING:
-            map_kw[k] = v
-        else:
-            unsupported.append(f"mapping_kwargs[{k!r}]={v!r}")
-    if unsupported:
-        raise UnsupportedGeneratorError(
-            f"{where}: StyleGAN3Generator cannot reproduce these NVIDIA constructor arguments: "
-            + ", ".join(unsupported)
-        )
+    out = our_kwargs(init_args, init_kwargs, attrs, where, _ARGUMENTS)
+    syn_kw = out["synthesis_kwargs"]
     # NVIDIA's defaults are config T's; conv_kernel and use_radial_filters say which config it is.
     syn_kw.setdefault("conv_kernel", 3)
-    syn_kw.setdefault("use_radial_filters", False)
-    out["mapping_kwargs"] = map_kw
-    out["synthesis_kwargs"] = syn_kw
+    syn_kw["use_radial_filters"] = bool(syn_kw.get("use_radial_filters", False))
     return out
 
 

@@ -212,6 +212,11 @@ class SynthesisInput(nn.Module):
         )
 
 
+def _rms_normalized(weight: torch.Tensor) -> torch.Tensor:
+    """Each output filter scaled to unit RMS (StyleGAN3's weight pre-normalisation before demodulation)."""
+    return weight * weight.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
+
+
 def _modulated_conv2d(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -226,7 +231,7 @@ def _modulated_conv2d(
     n, in_channels = styles.shape
     w = weight.to(styles.dtype)
     if demodulate:
-        w = w * w.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
+        w = _rms_normalized(w)
         styles = styles * styles.square().mean().rsqrt()
     w = w.unsqueeze(0) * styles.reshape(n, 1, in_channels, 1, 1)  # [N, O, I, k, k]
     if demodulate:
@@ -379,10 +384,12 @@ class SynthesisLayer(nn.Module):
             input_gain=input_gain,
         )
         return filtered_lrelu(
-            x,
-            self.up_filter,
-            self.down_filter,
-            self.bias.to(x.dtype),
+            x, self.up_filter, self.down_filter, self.bias.to(x.dtype), **self._act_kwargs()
+        )
+
+    def _act_kwargs(self) -> dict[str, Any]:
+        """This layer's filtered_lrelu arguments besides the filters and the bias."""
+        return dict(
             up=self.up_factor,
             down=self.down_factor,
             padding=self.padding,
@@ -398,7 +405,7 @@ class SynthesisLayer(nn.Module):
         weight = self.weight.to(X.dtype)
         demodulate = not self.is_torgb
         if demodulate:
-            weight = weight * weight.square().mean(dim=[1, 2, 3], keepdim=True).rsqrt()
+            weight = _rms_normalized(weight)
             S = forward_rules.rms_normalize_stacked(S)
         else:
             S = S * self._torgb_gain()
@@ -407,17 +414,7 @@ class SynthesisLayer(nn.Module):
         )
         Y = Y * self.magnitude_ema.to(X.dtype).rsqrt()
         return forward_rules.filtered_lrelu_stacked(
-            Y,
-            self.up_filter,
-            self.down_filter,
-            self.bias.to(Y.dtype),
-            up=self.up_factor,
-            down=self.down_factor,
-            padding=self.padding,
-            gain=self.gain,
-            slope=self.slope,
-            clamp=self.conv_clamp,
-            impl=self.impl,
+            Y, self.up_filter, self.down_filter, self.bias.to(Y.dtype), **self._act_kwargs()
         )
 
     def extra_repr(self) -> str:
