@@ -728,6 +728,44 @@ def test_stylegan3_tampered_source_is_refused_and_never_run(tmp_path, fake):
 
 
 @pytest.mark.parametrize(
+    "source",
+    [
+        "x = os.system('touch x')\n",
+        "class A:\n    y = open('x')\n",
+        "@evil()\nclass A:\n    pass\n",
+        "@hook\ndef f():\n    pass\n",
+        "def f(a=print(1)):\n    pass\n",
+        "def f(x: print(1)):\n    pass\n",
+        "class A(metaclass=M):\n    pass\n",
+        "class A(B(1)):\n    pass\n",
+        "if True:\n    pass\n",
+        "[x for x in range(3)]\n",
+        "x = (y := 3)\n",
+        "def f(:\n",
+    ],
+)
+def test_pickled_sources_that_would_run_code_at_import_are_refused(source):
+    from tangentlens.generators.unpickle import check_module_source
+
+    with pytest.raises(NvidiaPickleError, match="the source pickled with it would run code when imported"):
+        check_module_source(source, "Generator")
+
+
+def test_pickled_sources_that_only_define_are_accepted():
+    from tangentlens.generators.unpickle import check_module_source
+
+    check_module_source(
+        '"""doc"""\nimport torch\nfrom torch_utils import persistence, misc\n'
+        'WAVELETS = {"haar": [0.7, 0.7]}\n\n'
+        "@misc.profiled_function\ndef f(x, gain=2**0.5, pad=-1, kw={}):\n"
+        "    return os.system(x)  # not run\n\n"
+        "@persistence.persistent_class\nclass A(torch.nn.Module):\n    x: int\n    pass\n"
+        "    @staticmethod\n    def g(a=(1, 2)):\n        return eval(a)\n",
+        "A",
+    )
+
+
+@pytest.mark.parametrize(
     "value",
     [
         np.arange(6.0).reshape(2, 3),  # protocol 5: numpy._core.numeric._frombuffer

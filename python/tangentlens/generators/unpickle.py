@@ -213,7 +213,7 @@ def _source_problem(body: list[ast.stmt], where: str) -> str | None:
         line = f"{where} line {getattr(node, 'lineno', '?')}"
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             continue  # a docstring
-        if isinstance(node, ast.Import | ast.ImportFrom):
+        if isinstance(node, ast.Import | ast.ImportFrom | ast.Pass):
             continue
         if not isinstance(
             node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Assign | ast.AnnAssign
@@ -223,6 +223,10 @@ def _source_problem(body: list[ast.stmt], where: str) -> str | None:
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             if not all(isinstance(t, ast.Name) for t in targets):
                 return f"{line}: an assignment to {ast.unparse(targets[0])[:60]}"
+        if isinstance(node, ast.ClassDef) and node.keywords:
+            return (
+                f"{line}: class {node.name} with {ast.unparse(node.keywords[0])[:60]} (a metaclass runs code)"
+            )
         for deco in getattr(node, "decorator_list", []):
             if ast.unparse(deco) not in _DECORATORS:
                 return f"{line}: the decorator @{ast.unparse(deco)[:60]}"
