@@ -62,6 +62,22 @@ TORCH_LIBRARY(tangentlens, m) {
   m.def(
       "upfirdn2d(Tensor x, Tensor f, int upx, int upy, int downx, int downy, int padx0, int padx1, int pady0, "
       "int pady1) -> Tensor");
+  // filtered_lrelu (StyleGAN3, NVIDIA's contract): y = down(fd, clamp(gain * lrelu(up(fu, x + b), slope))) per
+  // channel, with up(fu, .) zero-insertion by `up`, padding (negative crops) and the FIR filter fu, and down(fd, .)
+  // the FIR filter fd and subsampling by `down`. x [N, C, H, W] contiguous, fp16/bf16/fp32/fp64; b [C] of x's
+  // dtype or None; fu, fd: correlation filters (already flipped; fu carries the upsampling gain) in float32
+  // (float64 for float64 x), contiguous, 1-D (separable, the same taps along both axes) or 2-D [fh, fw]; clamp < 0:
+  // none. Output [N, C, out_h, out_w], out_h = (H up + pady0 + pady1 - fuh - fdh + 1) // down + 1.
+  m.def(
+      "filtered_lrelu(Tensor x, Tensor fu, Tensor fd, Tensor? b, int up, int down, int padx0, int padx1, "
+      "int pady0, int pady1, float gain, float slope, float clamp) -> Tensor");
+  // filtered_lrelu and its forward-mode derivative in one pass: (y, ty) with ty [K, N, C, out_h, out_w] for the K
+  // tangents tx [K, N, C, H, W] of x and tb [K, C] of b (or None): ty_k = down(fd, d * up(fu, tx_k + tb_k)), d the
+  // primal's derivative gain * lrelu'(u) where the clamp does not bind, else 0 (its mask), computed once per
+  // activation sample for all K tangents. tx, tb contiguous, of x's dtype.
+  m.def(
+      "filtered_lrelu_jvp(Tensor x, Tensor fu, Tensor fd, Tensor? b, Tensor tx, Tensor? tb, int up, int down, "
+      "int padx0, int padx1, int pady0, int pady1, float gain, float slope, float clamp) -> (Tensor, Tensor)");
 }
 
 }  // namespace tangentlens

@@ -25,7 +25,14 @@ from tangentlens import ops
 from tangentlens._extension import Impl
 from tangentlens.resample import conv2d_resample
 
-__all__ = ["bias_act_stacked", "modulated_conv2d_stacked", "stack", "unstack"]
+__all__ = [
+    "bias_act_stacked",
+    "filtered_lrelu_stacked",
+    "modulated_conv2d_stacked",
+    "rms_normalize_stacked",
+    "stack",
+    "unstack",
+]
 
 
 def stack(x: torch.Tensor, tx: torch.Tensor | None, k: int) -> torch.Tensor:
@@ -119,6 +126,54 @@ def linear_stacked(X: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     if bias is not None:
         Y[:, 0] += bias
     return Y
+
+
+def rms_normalize_stacked(S: torch.Tensor) -> torch.Tensor:
+    """StyleGAN3's style pre-normalisation ``s / sqrt(mean(s²))`` (the mean over the whole primal batch and
+    all channels), stacked: ``S [B, 1 + k, I]``; a tangent of the scale ``c = mean(s²)^-½`` is
+    ``ċ = -c³ mean(s ṡ)``, one scalar per tangent direction (the batch is one point)."""
+    s, ts = S[:, 0], S[:, 1:]
+    c = s.square().mean().rsqrt()
+    tc = -(c**3) * (s.unsqueeze(1) * ts).mean(dim=(0, 2))  # [k]
+    out = S * c
+    out[:, 1:].addcmul_(s.unsqueeze(1), tc[None, :, None])
+    return out
+
+
+def filtered_lrelu_stacked(
+    X: torch.Tensor,
+    fu: torch.Tensor | None,
+    fd: torch.Tensor | None,
+    b: torch.Tensor | None,
+    up: int = 1,
+    down: int = 1,
+    padding: int | list[int] = 0,
+    gain: float = 1.0,
+    slope: float = 0.2,
+    clamp: float | None = None,
+    impl: Impl = "auto",
+) -> torch.Tensor:
+    """filtered_lrelu of the primal and its derivative applied to the tangents (the primal's activation
+    mask and the filters shared), in one fused pass: ``X [B, 1 + k, C, H, W]``."""
+    from tangentlens.filtered_lrelu import filtered_lrelu_jvp
+
+    x, tx = unstack(X)
+    y, ty = filtered_lrelu_jvp(
+        x,
+        fu,
+        fd,
+        b,
+        tx.transpose(0, 1),
+        None,
+        up=up,
+        down=down,
+        padding=padding,
+        gain=gain,
+        slope=slope,
+        clamp=clamp,
+        impl=impl,
+    )
+    return torch.cat([y.unsqueeze(1), ty.transpose(0, 1)], dim=1)
 
 
 # ---- the same rule registered for torch.func (vmap over jvp) -----------------------------------------------

@@ -29,6 +29,8 @@ __all__ = [
     "bias_act",
     "bias_act_jvp",
     "FLOAT_DTYPES",
+    "filtered_lrelu",
+    "filtered_lrelu_jvp",
     "lpips_layer_distance",
     "lpips_tangent_norm",
     "philox4x32_10",
@@ -622,3 +624,256 @@ if NATIVE_AVAILABLE:
         xb = _batched(x, in_dims[0], info.batch_size)
         y = torch.ops.tangentlens.upfirdn2d(xb.reshape(-1, *xb.shape[2:]).contiguous(), f, *params)
         return y.reshape(info.batch_size, -1, *y.shape[1:]), 0
+
+
+# ---- filtered leaky ReLU (StyleGAN3's filtered_lrelu) ----------------------------------------------------
+
+
+def _filtered_lrelu_filter(
+    f: object, name: str, gain: float, flip_filter: bool, x: torch.Tensor
+) -> torch.Tensor:
+    """The kernels' filter: ``f`` (None: identity) scaled by ``gain ** (ndim / 2)`` in its own dtype (as
+    NVIDIA's upfirdn2d), in the accumulation dtype, flipped unless ``flip_filter`` (correlation form)."""
+    if f is None:
+        f = torch.ones(1, dtype=torch.float32, device=x.device)
+    if not isinstance(f, torch.Tensor) or f.ndim not in (1, 2) or f.numel() == 0 or not f.is_floating_point():
+        got = f"shape {tuple(f.shape)}" if isinstance(f, torch.Tensor) else type(f).__name__
+        raise ValueError(
+            f"{name}: expected None or a non-empty 1-D (separable) or 2-D float filter, got {got}"
+        )
+    if f.device != x.device:
+        raise ValueError(f"{name}: expected device {x.device}, got {f.device}")
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    f = (f * (gain ** (f.ndim / 2))).to(acc)
+    return (f if flip_filter else f.flip(list(range(f.ndim)))).contiguous()
+
+
+def _filtered_lrelu_args(
+    x: object,
+    fu: object,
+    fd: object,
+    b: object,
+    up: object,
+    down: object,
+    padding: object,
+    gain: object,
+    slope: object,
+    clamp: object,
+    flip_filter: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tuple[int, int, int, int], float, float, float]:
+    """Validated (x, fu, fd, padding, gain, slope, clamp) for the kernels: NVIDIA's checks with named errors,
+    filters in correlation form (fu with gain up²), clamp < 0 for none."""
+    from tangentlens.resample import _parse_padding
+
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x: expected a tensor, got {type(x).__name__}")
+    if x.dim() != 4:
+        raise ValueError(f"x: expected a 4-D tensor [N, C, H, W], got shape {tuple(x.shape)}")
+    check_float_dtype(x.dtype, "x.dtype")
+    for name, v in (("up", up), ("down", down)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+    for name, v in (("gain", gain), ("slope", slope)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not abs(v) < float("inf"):
+            raise ValueError(f"{name}: expected a finite number, got {v!r}")
+    if clamp is not None and (
+        isinstance(clamp, bool) or not isinstance(clamp, (int, float)) or not clamp >= 0
+    ):
+        raise ValueError(f"clamp: expected None or a number >= 0, got {clamp!r}")
+    if b is not None:
+        if not isinstance(b, torch.Tensor) or b.dim() != 1 or b.shape[0] != x.shape[1]:
+            raise ValueError(
+                f"b: expected None or shape [{x.shape[1]}] (x.shape[1]), got {getattr(b, 'shape', b)}"
+            )
+        if b.dtype != x.dtype:
+            raise TypeError(f"b: expected the dtype of x ({x.dtype}), got {b.dtype}")
+        if b.device != x.device:
+            raise ValueError(f"b: expected device {x.device}, got {b.device}")
+    pads = _parse_padding(padding)  # type: ignore[arg-type]
+    fu_c = _filtered_lrelu_filter(fu, "fu", float(up) ** 2, flip_filter, x)  # type: ignore[operator]
+    fd_c = _filtered_lrelu_filter(fd, "fd", 1.0, flip_filter, x)
+    uh = x.shape[2] * up + pads[2] + pads[3] - fu_c.shape[0] + 1  # type: ignore[operator]
+    uw = x.shape[3] * up + pads[0] + pads[1] - fu_c.shape[-1] + 1  # type: ignore[operator]
+    if uh < fd_c.shape[0] or uw < fd_c.shape[-1]:
+        raise ValueError(
+            f"padding: the upsampled, padded and filtered input ({uh}x{uw}) is smaller than the downsampling "
+            f"filter ({fd_c.shape[0]}x{fd_c.shape[-1]})"
+        )
+    return x, fu_c, fd_c, pads, float(gain), float(slope), -1.0 if clamp is None else float(clamp)  # type: ignore[arg-type]
+
+
+def _filtered_lrelu_reference(x, fu_c, fd_c, b, up, down, pads, gain, slope, clamp):  # noqa: ANN001, ANN202
+    """The reference composition with the kernels' filters (correlation form, up gain included)."""
+    clamp_ = None if clamp < 0 else clamp
+    return reference.filtered_lrelu(x, fu_c, fd_c, b, up, down, list(pads), gain, slope, clamp_, True, 1.0)
+
+
+def filtered_lrelu(
+    x: torch.Tensor,
+    fu: torch.Tensor | None = None,
+    fd: torch.Tensor | None = None,
+    b: torch.Tensor | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding: int | list[int] = 0,
+    gain: float = 2**0.5,
+    slope: float = 0.2,
+    clamp: float | None = None,
+    flip_filter: bool = False,
+    *,
+    impl: Impl = "auto",
+) -> torch.Tensor:
+    """NVIDIA's ``filtered_lrelu`` (StyleGAN3) as one fused op: bias, upsampling FIR filter ``fu`` at gain
+    ``up²`` after zero insertion and ``padding``, ``clamp(gain * lrelu(., slope))``, downsampling FIR filter
+    ``fd`` and subsampling (:mod:`tangentlens.reference.filtered_lrelu` states the contract). x [N, C, H, W]
+    of any strides (made contiguous), fp16/bf16/fp32/fp64; filters 1-D (separable), 2-D or None; math in
+    float32 (float64 for float64). Differentiable in reverse mode (x, b); :func:`tangentlens.filtered_lrelu.
+    filtered_lrelu` adds forward mode and vmap over tangents. Filters that require grad take the reference.
+    """
+    x, fu_c, fd_c, pads, g, s, c = _filtered_lrelu_args(
+        x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter
+    )
+    grads = any(isinstance(f, torch.Tensor) and f.requires_grad for f in (fu, fd))
+    if grads or resolve_impl(impl, x.device, backward_only=(x, b)) == "reference":
+        return reference.filtered_lrelu(x, fu, fd, b, up, down, padding, g, s, clamp, flip_filter)
+    return torch.ops.tangentlens.filtered_lrelu(
+        x.contiguous(), fu_c, fd_c, _contig(b), up, down, *pads, g, s, c
+    )
+
+
+def filtered_lrelu_jvp(
+    x: torch.Tensor,
+    fu: torch.Tensor | None,
+    fd: torch.Tensor | None,
+    b: torch.Tensor | None,
+    tx: torch.Tensor,
+    tb: torch.Tensor | None = None,
+    up: int = 1,
+    down: int = 1,
+    padding: int | list[int] = 0,
+    gain: float = 2**0.5,
+    slope: float = 0.2,
+    clamp: float | None = None,
+    flip_filter: bool = False,
+    *,
+    impl: Impl = "auto",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(y, ty)``: :func:`filtered_lrelu` and its K tangents in one pass. ``tx [K, N, C, H, W]``,
+    ``tb [K, C]`` (or None; needs b). ``ty_k = down(fd, d * up(fu, tx_k + tb_k))`` with
+    ``d = gain lrelu'(u)`` of the primal's upsampled pre-activation u where the clamp does not bind (the
+    boundary passes), else 0: the primal's mask and the filters serve all K tangents."""
+    x, fu_c, fd_c, pads, g, s, c = _filtered_lrelu_args(
+        x, fu, fd, b, up, down, padding, gain, slope, clamp, flip_filter
+    )
+    if not isinstance(tx, torch.Tensor):
+        raise TypeError(f"tx: expected a tensor, got {type(tx).__name__}")
+    if tx.dim() != 5 or tuple(tx.shape[1:]) != tuple(x.shape):
+        raise ValueError(
+            f"tx: expected shape [K, *x.shape] = [K, {', '.join(map(str, x.shape))}], got {list(tx.shape)}"
+        )
+    if tx.dtype != x.dtype:
+        raise TypeError(f"tx: expected the dtype of x ({x.dtype}), got {tx.dtype}")
+    if tx.device != x.device:
+        raise ValueError(f"tx: expected device {x.device}, got {tx.device}")
+    if tb is not None:
+        if b is None:
+            raise ValueError("tb: tangents of b given without b")
+        if not isinstance(tb, torch.Tensor) or tuple(tb.shape) != (tx.shape[0], x.shape[1]):
+            raise ValueError(
+                f"tb: expected shape [K, C] = [{tx.shape[0]}, {x.shape[1]}], got {getattr(tb, 'shape', tb)}"
+            )
+        if tb.dtype != x.dtype or tb.device != x.device:
+            raise TypeError(
+                f"tb: expected the dtype and device of x ({x.dtype}, {x.device}), got {tb.dtype}, {tb.device}"
+            )
+    if resolve_impl(impl, x.device) == "reference" or any(
+        isinstance(f, torch.Tensor) and f.requires_grad for f in (fu, fd)
+    ):
+        return reference.filtered_lrelu_jvp(x, fu, fd, b, tx, tb, up, down, padding, g, s, clamp, flip_filter)
+    return torch.ops.tangentlens.filtered_lrelu_jvp(
+        x.contiguous(), fu_c, fd_c, _contig(b), tx.contiguous(), _contig(tb), up, down, *pads, g, s, c
+    )
+
+
+if NATIVE_AVAILABLE:
+
+    def _filtered_lrelu_shape(x, fu, fd, up, down, padx0, padx1, pady0, pady1):  # noqa: ANN001, ANN202
+        uh = x.shape[2] * up + pady0 + pady1 - fu.shape[0] + 1
+        uw = x.shape[3] * up + padx0 + padx1 - fu.shape[-1] + 1
+        return (x.shape[0], x.shape[1], (uh - fd.shape[0]) // down + 1, (uw - fd.shape[-1]) // down + 1)
+
+    @torch.library.register_fake("tangentlens::filtered_lrelu")
+    def _filtered_lrelu_fake(x, fu, fd, b, up, down, padx0, padx1, pady0, pady1, gain, slope, clamp):  # noqa: ANN001, ANN202
+        torch._check(x.dim() == 4, lambda: "x: expected a 4-D tensor [N, C, H, W]")
+        return x.new_empty(_filtered_lrelu_shape(x, fu, fd, up, down, padx0, padx1, pady0, pady1))
+
+    @torch.library.register_fake("tangentlens::filtered_lrelu_jvp")
+    def _filtered_lrelu_jvp_fake(
+        x, fu, fd, b, tx, tb, up, down, padx0, padx1, pady0, pady1, gain, slope, clamp
+    ):  # noqa: ANN001, ANN202
+        torch._check(tx.dim() == 5, lambda: "tx: expected shape [K, N, C, H, W]")
+        shape = _filtered_lrelu_shape(x, fu, fd, up, down, padx0, padx1, pady0, pady1)
+        return x.new_empty(shape), x.new_empty((tx.shape[0], *shape))
+
+    def _filtered_lrelu_setup(ctx, inputs, output) -> None:  # noqa: ANN001
+        x, fu, fd, b, *rest = inputs
+        ctx.save_for_backward(x, fu, fd, b)
+        ctx.rest = rest
+
+    def _filtered_lrelu_op_backward(ctx, grad):  # noqa: ANN001, ANN202
+        # The adjoint from the reference composition at the saved input (exact; differentiable again under
+        # create_graph): the same mask, as both evaluate the activation of the same upsampled input.
+        x, fu, fd, b = ctx.saved_tensors
+        up, down, px0, px1, py0, py1, gain, slope, clamp = ctx.rest
+        create = torch.is_grad_enabled()
+        with torch.enable_grad():
+            xl = x if create and x.requires_grad else x.detach().requires_grad_(True)
+            bl = None if b is None else (b if create and b.requires_grad else b.detach().requires_grad_(True))
+            y = _filtered_lrelu_reference(xl, fu, fd, bl, up, down, (px0, px1, py0, py1), gain, slope, clamp)
+            leaves = [xl] if bl is None else [xl, bl]
+            grads = torch.autograd.grad(y, leaves, grad.to(y.dtype), create_graph=create, allow_unused=True)
+        gb = grads[1] if bl is not None else None
+        return grads[0], None, None, gb, *([None] * 9)
+
+    torch.library.register_autograd(
+        "tangentlens::filtered_lrelu", _filtered_lrelu_op_backward, setup_context=_filtered_lrelu_setup
+    )
+
+    @torch.library.register_vmap("tangentlens::filtered_lrelu")
+    def _filtered_lrelu_vmap(info, in_dims, x, fu, fd, b, *params):  # noqa: ANN001, ANN202
+        op = torch.ops.tangentlens.filtered_lrelu
+        if any(d is not None for d in in_dims[1:4]):
+            return _vmap_loop(op, info, in_dims[:4], (x, fu, fd, b, *params))
+        xb = _batched(x, in_dims[0], info.batch_size)  # a batch of images is one bigger batch
+        y = op(xb.reshape(-1, *xb.shape[2:]).contiguous(), fu, fd, b, *params)
+        return y.reshape(info.batch_size, -1, *y.shape[1:]), 0
+
+    @torch.library.register_vmap("tangentlens::filtered_lrelu_jvp")
+    def _filtered_lrelu_jvp_vmap(info, in_dims, x, fu, fd, b, tx, tb, *params):  # noqa: ANN001, ANN202
+        x_bd, fu_bd, fd_bd, b_bd, tx_bd, tb_bd = in_dims[:6]
+        bsz, op = info.batch_size, torch.ops.tangentlens.filtered_lrelu_jvp
+        if x_bd is None and fu_bd is None and fd_bd is None and b_bd is None:
+            # Only tangents are vmapped (vmap over jvp): one launch for the B * K tangents.
+            txb = _batched(tx, tx_bd, bsz)
+            k = txb.shape[1]
+            tbb = _batched(tb, tb_bd, bsz)
+            tbb = None if tbb is None else tbb.reshape(bsz * k, -1).contiguous()
+            y, ty = op(x, fu, fd, b, txb.reshape(bsz * k, *x.shape).contiguous(), tbb, *params)
+            return (y, ty.reshape(bsz, k, *y.shape)), (None, 0)
+        if fu_bd is None and fd_bd is None and b_bd is None and tb_bd is None:
+            # A batch of x: images [B * N, ...], tangents [K, B * N, ...].
+            xb = _batched(x, x_bd, bsz)
+            txb = _batched(tx, tx_bd, bsz)  # [B, K, N, C, H, W]
+            k, n = txb.shape[1], xb.shape[1]
+            y, ty = op(
+                xb.reshape(bsz * n, *xb.shape[2:]).contiguous(),
+                fu,
+                fd,
+                b,
+                txb.transpose(0, 1).reshape(k, bsz * n, *txb.shape[3:]).contiguous(),
+                tb,
+                *params,
+            )
+            y = y.reshape(bsz, n, *y.shape[1:])
+            return (y, ty.reshape(k, bsz, n, *ty.shape[2:])), (0, 1)
+        return _vmap_loop(op, info, in_dims[:6], (x, fu, fd, b, tx, tb, *params))

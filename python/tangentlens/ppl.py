@@ -130,6 +130,10 @@ PRESETS: dict[str, PPLProtocol] = {
     "stylegan2_crop": PPLProtocol(
         name="stylegan2_crop", method="fd", crop=True, batch_size=2, replay="nvidia"
     ),
+    # NVIDIA stylegan3's `ppl2_wend`, the only PPL it registers: the same protocol (W, end, no crop, box to
+    # 256, fp32, batch 2 per GPU; labels drawn uniformly from the dataset's: pass them as `labels`); the
+    # StyleGAN3 synthesis has no noise buffers.
+    "stylegan3": PPLProtocol(name="stylegan3", method="fd", batch_size=2, replay="nvidia"),
     # torchmetrics.image.PerceptualPathLength: lerp of raw z at t = 0, area/bilinear to 64, LPIPS with
     # eps inside the sqrt, both percentiles 'lower', 10 000 samples.
     "torchmetrics": PPLProtocol(
@@ -987,7 +991,8 @@ def ppl(
     Args:
         preset: ``None`` (tangentlens' protocol: W, end, exact JVP, NVIDIA's resize and trimming, per-sample
             noise) or a peer's: ``"stylegan2"`` (NVIDIA ppl2_wend), ``"stylegan2_crop"``
-            (ppl_{z,w}{full,end}), ``"torchmetrics"``, ``"torch_fidelity"``. Arguments given explicitly
+            (ppl_{z,w}{full,end}), ``"stylegan3"`` (NVIDIA stylegan3's ppl2_wend), ``"torchmetrics"``,
+            ``"torch_fidelity"``. Arguments given explicitly
             override the preset.
         space, sampling, method, epsilon, crop, resize, precision, z_interp: the protocol (SPEC 4); ``method``
             ``"jvp"`` is the exact eps -> 0 limit, ``"fd"`` the peers' finite difference. ``z_interp`` (Z

@@ -153,13 +153,13 @@ def write_result(write: object, path: Path, option: str) -> None:
 
 
 def load_generator(spec: str, *, key: str = "G_ema", allow_unsafe_pickle: bool = False) -> object:
-    """A generator from ``file.pkl`` (NVIDIA StyleGAN2-ADA, read without running its code unless
+    """A generator from ``file.pkl`` (NVIDIA StyleGAN2 / StyleGAN3, read without running its code unless
     ``allow_unsafe_pickle``) or ``module:attr`` / ``path/file.py:attr``: a class or a function without
     required arguments is called (a factory), anything else is used as it is."""
     if spec.endswith(".pkl"):
-        from tangentlens.generators import load_stylegan2_pkl
+        from tangentlens.generators import load_nvidia_pkl
 
-        return load_stylegan2_pkl(spec, key=key, allow_unsafe_pickle=allow_unsafe_pickle)
+        return load_nvidia_pkl(spec, key=key, allow_unsafe_pickle=allow_unsafe_pickle)
     mod_name, sep, attr = spec.rpartition(":")
     if not sep or not mod_name or not attr:
         raise UsageError(

@@ -25,7 +25,7 @@ def add(sub: argparse._SubParsersAction) -> None:
         "protocol (W space, t = 0, the exact JVP, NVIDIA's resize and trimming), 50 000 samples.",
     )
     p.add_argument(
-        "--generator", required=True, help="file.pkl (NVIDIA StyleGAN2-ADA), module:attr or file.py:attr"
+        "--generator", required=True, help="file.pkl (NVIDIA StyleGAN2/3), module:attr or file.py:attr"
     )
     p.add_argument("--pkl-key", default="G_ema", help="network in the .pkl")
     p.add_argument(

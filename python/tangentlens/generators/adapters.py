@@ -5,8 +5,9 @@ researchers have.
 
 * StyleGAN-style objects (``mapping``/``synthesis``, ``z_dim``, ``c_dim``, ``num_ws``): tangentlens'
   :class:`~tangentlens.models.stylegan2.StyleGAN2Generator` (native kernels, stacked forward rules, per-sample
-  noise); NVIDIA's own objects are converted to it when their architecture matches, else run as they are with
-  constant noise buffers and, for JVPs, NVIDIA's custom ops switched to their reference paths;
+  noise) and :class:`~tangentlens.models.stylegan3.StyleGAN3Generator` (no noise inputs); NVIDIA's own
+  objects are converted to them when their architecture matches, else run as they are with constant noise
+  buffers and, for JVPs, NVIDIA's custom ops switched to their reference paths;
 * torch-fidelity ``GenerativeModelBase`` (``z_size``, ``z_type``, ``num_classes``; uint8 output);
 * torchmetrics-style generators (``sample(n)`` plus ``forward(z)`` returning images in [0, 255]);
 * VAE decoders (``decode(z)`` with ``z_dim`` or ``latent_dim``);
@@ -34,6 +35,7 @@ from tangentlens.generators.outputs import TO_UNIT, call_generator, check_images
 from tangentlens.jvp import Precision
 from tangentlens.jvp import jvp as _engine_jvp
 from tangentlens.models.stylegan2 import StyleGAN2Generator
+from tangentlens.models.stylegan3 import StyleGAN3Generator
 
 __all__ = ["GeneratorAdapter", "OutputRange", "adapt", "as_generator", "fingerprint"]
 
@@ -326,6 +328,42 @@ class StyleGANAdapter(GeneratorAdapter):
         return _nvidia_reference_ops(self.module, self.notes)
 
 
+class StyleGAN3Adapter(StyleGANAdapter):
+    """tangentlens' StyleGAN3Generator: StyleGANAdapter without noise inputs (StyleGAN3's synthesis has none),
+    its JVPs by the stacked forward rules."""
+
+    def __init__(self, G: StyleGAN3Generator, *, source: str = "tangentlens") -> None:
+        super().__init__(G, source=source)
+        self.ours = True
+        self.notes.clear()
+        self.kind = (
+            "stylegan3 (tangentlens)" if source == "tangentlens" else f"stylegan3 (tangentlens, {source})"
+        )
+
+    def noise(self, seed: int, start: int, count: int, device: torch.device) -> list[torch.Tensor] | None:
+        return None
+
+    def _synth_kwargs(self, noise: Sequence[torch.Tensor] | None) -> dict[str, Any]:
+        return {"noise_mode": "const", "force_fp32": True}
+
+    def _rules(
+        self, space: str, c: torch.Tensor | None, noise: Sequence[torch.Tensor] | None
+    ) -> Callable | None:
+        G = self.module
+
+        def fwd(x: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            if space == "w":
+                return G.synthesis.forward_jvp(x, t)
+            return G.forward_jvp(x, t, c=c)
+
+        return fwd
+
+
+def _stylegan_adapter(G: Any, source: str = "tangentlens") -> StyleGANAdapter:
+    cls = StyleGAN3Adapter if isinstance(G, StyleGAN3Generator) else StyleGANAdapter
+    return cls(G, source=source)
+
+
 @contextlib.contextmanager
 def _nvidia_reference_ops(G: Any, notes: list[str]) -> Iterator[None]:
     with nvidia_reference_ops(G) as switched:
@@ -423,11 +461,11 @@ def _as_generator(
         check_choice(output_range, "output_range", _RANGES)
     G: Any = generator
     if hasattr(G, "mapping") and hasattr(G, "synthesis") and hasattr(G, "z_dim") and hasattr(G, "num_ws"):
-        if isinstance(G, StyleGAN2Generator) or not convert_nvidia:
-            ad = StyleGANAdapter(G)
+        if isinstance(G, StyleGAN2Generator | StyleGAN3Generator) or not convert_nvidia:
+            ad = _stylegan_adapter(G)
         else:
             try:
-                ad = StyleGANAdapter(convert_nvidia_generator(G), source="converted from an NVIDIA object")
+                ad = _stylegan_adapter(convert_nvidia_generator(G), source="converted from an NVIDIA object")
             except (NotImplementedError, ValueError, KeyError, RuntimeError) as exc:
                 ad = StyleGANAdapter(G)
                 ad.notes.append(f"not converted to tangentlens' StyleGAN2Generator: {exc}")

@@ -1,5 +1,5 @@
-"""Networks written for tangentlens (no torchvision dependency): LPIPS trunks, a StyleGAN2 generator and the
-small demo β-VAEs trained on procedural dSprites."""
+"""Networks written for tangentlens (no torchvision dependency): LPIPS trunks, StyleGAN2 and StyleGAN3
+generators and the small demo β-VAEs trained on procedural dSprites."""
 
 from tangentlens.models.stylegan2 import (
     MappingNetwork,
@@ -9,6 +9,7 @@ from tangentlens.models.stylegan2 import (
     SynthesisNetwork,
     ToRGBLayer,
 )
+from tangentlens.models.stylegan3 import StyleGAN3Generator
 from tangentlens.models.trunks import TRUNKS, AlexNetFeatures, SqueezeNet11Features, Trunk, VGG16Features
 from tangentlens.models.vae import VAE, VAEGenerator, load_demo_vae
 
@@ -18,6 +19,7 @@ __all__ = [
     "MappingNetwork",
     "SqueezeNet11Features",
     "StyleGAN2Generator",
+    "StyleGAN3Generator",
     "SynthesisBlock",
     "SynthesisLayer",
     "SynthesisNetwork",

@@ -482,16 +482,22 @@ class SynthesisBlock(nn.Module):
         self.register_buffer("resample_filter", setup_filter(resample_filter))
         self.num_conv = 0
         self.num_torgb = 0
-        common = dict(
-            w_dim=w_dim, resolution=resolution, resample_filter=resample_filter, conv_clamp=conv_clamp
-        )
+        common = dict(w_dim=w_dim, resolution=resolution, conv_clamp=conv_clamp)
         if in_channels == 0:
             self.const = nn.Parameter(_randn([out_channels, resolution, resolution], generator))
         else:
             self.conv0 = SynthesisLayer(
-                in_channels, out_channels, up=2, generator=generator, impl=impl, **common, **layer_kwargs
+                in_channels,
+                out_channels,
+                up=2,
+                resample_filter=resample_filter,
+                generator=generator,
+                impl=impl,
+                **common,
+                **layer_kwargs,
             )
             self.num_conv += 1
+        # conv1 does not resample; as in NVIDIA's code it keeps the default filter (an unused buffer).
         self.conv1 = SynthesisLayer(
             out_channels, out_channels, generator=generator, impl=impl, **common, **layer_kwargs
         )
