@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tangentlens import _streaming, paths
+from tangentlens.bf16 import auto_precision, native_bf16
 from tangentlens.distances import L2Distance, make_distance
 from tangentlens.generators.adapters import TO_UNIT, GeneratorAdapter, as_generator, fingerprint
 from tangentlens.jvp import PRECISIONS, Precision, _precision
@@ -57,6 +58,16 @@ Sampling = Literal["end", "full"]
 Method = Literal["fd", "jvp"]
 Interp = Literal["slerp", "lerp", "slerp_any", "slerp_any_unit"]
 Percentile = tuple[float, Literal["lower", "higher", "linear", "nearest", "midpoint"]]
+#: a precision, or "auto": bf16 for the exact mode where bf16 is native and fast and this model's probe
+#: samples stay within AUTO_BF16_MAX_ERROR of float32, else fp32 (see _resolve_auto)
+PPLPrecision = Literal[Precision, "auto"]
+
+# precision="auto": the exact mode's probe samples computed in both precisions (median per-sample relative
+# error of bf16 against float32 at most this, else float32 runs). On the bench StyleGAN2 the median is
+# ~0.5 % (docs/ppl.md); a model that bf16 does not suit is off by far more.
+AUTO_BF16_PROBE_SAMPLES = 8
+AUTO_BF16_PROBE_SEED = 0xBF16
+AUTO_BF16_MAX_ERROR = 0.02
 
 # A generator output farther than this from [-1, 1] (after the range conversion) is a range error, e.g.
 # [0, 255] images declared as [-1, 1]. Untrained networks reach a few units, so the bound is loose.
@@ -87,7 +98,7 @@ class PPLProtocol:
     upper: Percentile = (99.0, "higher")
     num_samples: int | None = 50_000
     batch_size: int = 16
-    precision: Precision = "fp32"
+    precision: PPLPrecision = "fp32"
 
 
 DEFAULT = PPLProtocol(name="tangentlens")
@@ -541,6 +552,30 @@ class _Engine:
             raise FloatingPointError(f"distance: non-finite values for sample indices {idx[:20]}")
         return d
 
+    def sample_distances(
+        self, seed: int, start: int, count: int, labels: torch.Tensor | Callable | None = None
+    ) -> torch.Tensor:
+        """The distances of samples ``start .. start + count - 1``: latents, t, labels and noise of sample i
+        from (seed, i) only."""
+        p, gen, dev = self.protocol, self.gen, self.device
+        s = paths.sample(
+            seed,
+            start,
+            count,
+            gen.z_dim,
+            interp="slerp" if p.space == "z" and p.z_interp == "slerp" else "lerp",
+            sampling=p.sampling,
+            eps=p.epsilon,
+            dtype=gen.dtype,
+            device=dev,
+            step=False,
+            tangent=False,
+        )
+        assert s.z0 is not None and s.z1 is not None
+        c = gen.labels(seed, start, count, labels, dev)
+        nz = gen.noise(seed, start, count, dev)
+        return self.distances(s.z0, s.z1, s.t, c, nz, start)
+
 
 def _cat2(x: Any) -> Any:
     if x is None:
@@ -590,7 +625,7 @@ def _resolve(
         ("sampling", ("end", "full")),
         ("method", ("fd", "jvp")),
         ("z_interp", get_args(Interp)),
-        ("precision", PRECISIONS),
+        ("precision", (*PRECISIONS, "auto")),
     ):
         if key in given and given[key] not in allowed:
             raise ValueError(f"{key}: expected one of {allowed}, got {given[key]!r}")
@@ -621,23 +656,76 @@ def _resolve(
         raise ValueError(f"space='w': the generator ({gen.kind}) has no mapping network; use space='z'")
     dist = _resolve_distance(distance, protocol, dev)
     notes: list[str] = []
+    requested = protocol.precision
+    if requested == "auto" and protocol.method == "fd":
+        protocol = replace(protocol, precision="fp32")
+        notes.append("precision='auto': fp32 (finite differences need the full float32 mantissa)")
     _warn_fd(protocol, gen, notes)
     if protocol.method == "jvp" and protocol.quantize_uint8:
         notes.append("method='jvp': the uint8 quantisation has no derivative and is left out (exact limit)")
     if protocol.precision == "tf32" and dev.type != "cuda":
         notes.append(f"precision='tf32' on {dev.type}: tensor-core rounding emulated (tangentlens.tf32)")
+    if protocol.precision == "bf16" and dev.type == "cpu" and not native_bf16(dev):
+        notes.append(
+            "precision='bf16' on a CPU without native bf16 kernels: bf16 arithmetic emulated by float32 "
+            "kernels (tangentlens.bf16): native bf16's numbers, not its speed"
+        )
     resolution = getattr(gen.module, "img_resolution", None)
     float_dtype = gen.dtype
     if isinstance(dist, nn.Module):
         float_dtype = next((t.dtype for t in dist.buffers() if t.is_floating_point()), float_dtype)
     rgb = isinstance(dist, LPIPS) or hasattr(dist, "net")
     pipe = _Pipeline(protocol, gen.output_range, resolution, rgb=rgb, float_dtype=float_dtype)
-    config = asdict(protocol)
+    engine = _Engine(gen, protocol, dist, pipe, dev)
+    described = {"generator": gen.describe(), "distance": _describe_distance(dist)}
+    if protocol.precision == "auto":
+        key = (
+            described["generator"]["fingerprint"],
+            described["distance"].get("fingerprint", described["distance"]["name"]),
+            str(dev),
+            replace(protocol, num_samples=None, batch_size=1),
+        )
+        engine = _resolve_auto(engine, notes, key)
+    config = asdict(engine.protocol)
+    config["precision_requested"] = requested
     config["preset"] = preset or "tangentlens (default)"
-    config["generator"] = gen.describe()
-    config["distance"] = _describe_distance(dist)
+    config.update(described)
     config["notes"] = notes
-    return _Engine(gen, protocol, dist, pipe, dev), config
+    return engine, config
+
+
+# precision="auto" decisions of this process, per (generator, distance, device, protocol)
+_AUTO_DECISIONS: dict[tuple, tuple[str, str]] = {}
+
+
+def _resolve_auto(engine: _Engine, notes: list[str], key: tuple) -> _Engine:
+    """precision="auto" for the exact mode: bf16 where :func:`tangentlens.bf16.auto_precision` finds it native
+    and fast and ``AUTO_BF16_PROBE_SAMPLES`` probe samples of this model (fixed seed) computed in bf16 and
+    in float32 differ by at most ``AUTO_BF16_MAX_ERROR`` (median per-sample relative error); float32
+    otherwise. Decided once per process for a generator, distance (by their fingerprints), device and
+    protocol; under torch.distributed every rank takes rank 0's decision."""
+    if key in _AUTO_DECISIONS:
+        choice, reason = _AUTO_DECISIONS[key]
+        notes.append(f"precision='auto': {choice} ({reason}; decided earlier in this process)")
+        return replace(engine, protocol=replace(engine.protocol, precision=choice))
+    choice, reason = auto_precision(engine.device)
+    if choice == "bf16":
+        n, d = AUTO_BF16_PROBE_SAMPLES, {}
+        for prec in ("fp32", "bf16"):
+            probe = replace(engine, protocol=replace(engine.protocol, precision=prec))
+            d[prec] = probe.sample_distances(AUTO_BF16_PROBE_SEED, 0, n)
+        err = float(((d["bf16"] - d["fp32"]).abs() / d["fp32"].abs()).median())
+        within = err <= AUTO_BF16_MAX_ERROR
+        choice = "bf16" if within else "fp32"
+        reason += (
+            f"; {n} probe samples of this model: bf16 {100 * err:.2g} % from float32 (median), "
+            f"{'within' if within else 'beyond'} the {100 * AUTO_BF16_MAX_ERROR:g} % bound"
+        )
+    if _streaming._dist()[1] > 1:
+        choice, reason = _streaming._all_gather_json([choice, reason], engine.device)[0]
+    _AUTO_DECISIONS[key] = (choice, reason)
+    notes.append(f"precision='auto': {choice} ({reason})")
+    return replace(engine, protocol=replace(engine.protocol, precision=choice))
 
 
 def ppl_distances(
@@ -654,7 +742,7 @@ def ppl_distances(
     epsilon: float | None = None,
     crop: bool | None = None,
     resize: str | int | None = None,
-    precision: Precision | None = None,
+    precision: PPLPrecision | None = None,
     labels: torch.Tensor | None = None,
     noise: Sequence[torch.Tensor] | None = None,
     batch_size: int | None = None,
@@ -718,7 +806,7 @@ def ppl(
     epsilon: float | None = None,
     crop: bool | None = None,
     resize: str | int | None = None,
-    precision: Precision | None = None,
+    precision: PPLPrecision | None = None,
     z_interp: Interp | None = None,
     seed: int = 0,
     labels: torch.Tensor | Callable | None = None,
@@ -738,7 +826,11 @@ def ppl(
             (ppl_{z,w}{full,end}), ``"torchmetrics"``, ``"torch_fidelity"``. Arguments given explicitly
             override the preset.
         space, sampling, method, epsilon, crop, resize, precision, z_interp: the protocol (SPEC 4); ``method``
-            ``"jvp"`` is the exact eps -> 0 limit, ``"fd"`` the peers' finite difference. ``z_interp`` (Z
+            ``"jvp"`` is the exact eps -> 0 limit, ``"fd"`` the peers' finite difference. ``precision``
+            ``"fp32"`` (default), ``"tf32"``, ``"fp16"``, ``"bf16"`` (the exact mode only; emulated on CPUs
+            without native bf16) or ``"auto"``: bf16 for the exact mode where it is native and fast and
+            probe samples of this model stay within ``AUTO_BF16_MAX_ERROR`` of float32, else fp32; the
+            result's ``config["precision"]`` says what ran and ``config["notes"]`` why. ``z_interp`` (Z
             space): ``"slerp"`` (unit vectors, NVIDIA / torch-fidelity), ``"lerp"``, ``"slerp_any"``
             (torchmetrics': slerp of the raw vectors, their norm interpolated) or ``"slerp_any_unit"``
             (that path normalised: torchmetrics' ``"slerp_unit"``).
@@ -803,27 +895,10 @@ def ppl(
         if labels is None
         else ("given rows" if isinstance(labels, torch.Tensor) else "callable")
     )
-    interp = "slerp" if p.space == "z" and p.z_interp == "slerp" else "lerp"
-    gen, dev = engine.gen, engine.device
+    dev = engine.device
 
     def compute(start: int, count: int) -> dict[str, torch.Tensor]:
-        s = paths.sample(
-            seed,
-            start,
-            count,
-            gen.z_dim,
-            interp=interp,
-            sampling=p.sampling,
-            eps=p.epsilon,
-            dtype=gen.dtype,
-            device=dev,
-            step=False,
-            tangent=False,
-        )
-        assert s.z0 is not None and s.z1 is not None
-        c = gen.labels(seed, start, count, labels, dev)
-        nz = gen.noise(seed, start, count, dev)
-        return {"distance": engine.distances(s.z0, s.z1, s.t, c, nz, start)}
+        return {"distance": engine.sample_distances(seed, start, count, labels)}
 
     keep = (p.lower, p.upper)
 

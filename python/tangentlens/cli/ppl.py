@@ -33,7 +33,11 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epsilon", type=float)
     p.add_argument("--crop", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--resize", help="box256, none, area_or_bilinear:S or bilinear:S")
-    p.add_argument("--precision", choices=PRECISIONS)
+    p.add_argument(
+        "--precision",
+        choices=(*PRECISIONS, "auto"),
+        help="auto: bf16 for the exact mode where it is native and fast and within bound, else fp32",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--z-dim", type=int, help="latent size of a plain callable generator")
     p.add_argument("--output-range", choices=["-1_1", "0_1", "0_255"], help="the generator's image range")
