@@ -5,8 +5,8 @@ Every module in ``bench/cases/`` exposes ``cases(device, quick) -> list[Case]``.
 table and merged (by case name) into ``bench/results/<device-tag>.json`` after every case (a run that is
 stopped keeps the cases it finished). ``--budget`` bounds the run's wall time: no case but the first
 starts after it, and a case runs fewer timing rounds (at least one) where the full count would pass it;
-skipped cases are listed in the file's ``skipped``. A ``--quick`` run (smoke sizes) writes only where ``--out``/``--out-dir``
-says.
+skipped cases are listed in the file's ``skipped``. A ``--quick`` run (smoke sizes) writes only where
+``--out``/``--out-dir`` says.
 """
 
 from __future__ import annotations
