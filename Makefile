@@ -9,7 +9,7 @@ NVCC ?= nvcc
 TORCH_INC = $(shell $(PY) -c "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'include'))")
 PYTEST_ARGS ?=
 
-.PHONY: all test build deps cuda-check bench bench-quick demo wheel wheel-check lint format clean
+.PHONY: all test build deps cuda-check gpu-check-dry-run bench bench-quick demo wheel wheel-check lint format clean
 
 all: test
 
@@ -38,8 +38,16 @@ cuda-check: deps
 		done; \
 	else echo "cuda-check: nvcc not found, skipped"; fi
 
+# scripts/gpu_check.sh (the one-command check on an H100/H200) in its --dry-run mode: its tools and packages,
+# its time caps against the 9-minute budget, the sanitizer's test selection and the bench's time-boxing.
+GPU_CHECK_DRY_RUN = PYTHON=$(PY) scripts/gpu_check.sh build/gpu-check-dry-run --dry-run
+
 test: build cuda-check
 	$(PY) -m pytest tests -q $(PYTEST_ARGS)
+	$(GPU_CHECK_DRY_RUN)
+
+gpu-check-dry-run: build
+	$(GPU_CHECK_DRY_RUN)
 
 lint: deps
 	$(VENV)/bin/ruff check python tests bench scripts

@@ -36,6 +36,9 @@ class Case:
     # Work units per variant where one does a measured fraction of the job (e.g. a baseline timed on some
     # rows of a Hessian and extrapolated linearly): speed-up and throughput then compare time per unit.
     variant_work: dict[str, float] | None = None
+    # Adds derived figures to the finished result (e.g. PPL's time to a +-1 % CI from the medians and the
+    # check's pilot), in place.
+    summarize: Callable[[dict[str, Any]], None] | None = None
 
 
 def _sync(device: torch.device | None) -> None:
@@ -51,16 +54,25 @@ def time_call(fn: Callable[[], Any], device: torch.device | None = None) -> floa
     return time.perf_counter() - t0
 
 
-def run_case(case: Case, device: torch.device | None = None) -> dict[str, Any]:
+def run_case(case: Case, device: torch.device | None = None, deadline: float | None = None) -> dict[str, Any]:
+    """Check, warm up, then ``case.repeats`` interleaved rounds of every variant; with a ``deadline``
+    (``time.perf_counter()`` value), no round starts that the previous rounds say would end after it (at
+    least one round runs)."""
     if case.check is not None:
         case.check()
     for _ in range(case.warmup):
         for fn in case.variants.values():
             fn()
     times: dict[str, list[float]] = {k: [] for k in case.variants}
+    rounds = 0
+    t_start = time.perf_counter()
     for _ in range(case.repeats):
+        per_round = (time.perf_counter() - t_start) / max(rounds, 1)
+        if deadline is not None and rounds > 0 and time.perf_counter() + per_round > deadline:
+            break
         for label, fn in case.variants.items():
             times[label].append(time_call(fn, device))
+        rounds += 1
     med = {k: statistics.median(v) for k, v in times.items()}
     work = {k: (case.variant_work or {}).get(k, case.work) for k in case.variants}
     per_unit = {k: med[k] / work[k] for k in med}
@@ -68,7 +80,7 @@ def run_case(case: Case, device: torch.device | None = None) -> dict[str, Any]:
         "name": case.name,
         "ours": case.ours,
         "baseline": case.baseline,
-        "repeats": case.repeats,
+        "repeats": rounds,
         "work": case.work,
         "work_unit": case.work_unit,
         "median_s": med,
@@ -79,6 +91,8 @@ def run_case(case: Case, device: torch.device | None = None) -> dict[str, Any]:
     }
     if case.variant_work is not None:
         result["variant_work"] = work
+    if rounds < case.repeats:
+        result["repeats_cut_by_budget"] = case.repeats
     if case.floor_bytes is not None:
         result["floor_bytes"] = case.floor_bytes
         result["achieved_GBps"] = case.floor_bytes / med[case.ours] / 1e9
@@ -86,4 +100,6 @@ def run_case(case: Case, device: torch.device | None = None) -> dict[str, Any]:
         floor = statistics.median(case.floor_seconds() for _ in range(case.repeats))
         result["floor_s"] = floor
         result["fraction_of_floor"] = floor / med[case.ours]
+    if case.summarize is not None:
+        case.summarize(result)
     return result

@@ -40,12 +40,42 @@ def table(path: str) -> str:
     return "\n".join(lines)
 
 
+def time_to_ci_table(r: dict) -> str:
+    """Per variant: samples/s, the relative std of one sample's contribution to the trimmed mean, the
+    samples and the seconds for a 95 % half-width of +-1 %, and the ratio against NVIDIA's protocol."""
+    t = r["time_to_ci"]
+    pct = 100 * t["target_rel_half_width"]
+    lines = [
+        f"`{r['name']}`: time to a ±{pct:g} % CI (95 %); pooled relative std {t['pooled_rel_std']:.3f} over "
+        f"{t['pilot_samples']}-sample pilots",
+        "",
+        f"| variant | time to ±{pct:g} % CI | vs NVIDIA | samples/s | relative std (own pilot) "
+        f"| samples for ±{pct:g} % | pilot mean ± 95 % |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    rows = sorted(t["variants"].items(), key=lambda kv: kv[1]["seconds_to_1pct_ci"])
+    for name, v in rows:
+        secs = v["seconds_to_1pct_ci"]
+        when = f"{secs / 3600:.2f} h" if secs >= 3600 else f"{secs / 60:.1f} min"
+        lines.append(
+            f"| {name} | {when} | ×{v['speedup_vs_nvidia']:.2f} | {v['samples_per_s']:.2f} "
+            f"| {v['rel_std']:.3f} ({v['rel_std_own_pilot']:.3f}) | {v['samples_for_1pct']:,.0f} "
+            f"| {v['pilot_mean']:.4g} ± {v['pilot_ci95_half']:.2g} |"
+        )
+    return "\n".join(lines)
+
+
 def main() -> int:
     paths = sorted(glob.glob(os.path.join(RESULTS_DIR, "*.json")))
     if not paths:
         print("no results in bench/results", file=sys.stderr)
         return 1
-    print("\n\n".join(table(p) for p in paths))
+    out = [table(p) for p in paths]
+    for p in paths:
+        with open(p) as f:
+            cases = json.load(f)["cases"]
+        out += [time_to_ci_table(cases[k]) for k in sorted(cases) if "time_to_ci" in cases[k]]
+    print("\n\n".join(out))
     return 0
 
 

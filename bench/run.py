@@ -1,7 +1,12 @@
-"""Entry point: ``python -m bench [--device cpu|cuda] [--only PATTERN] [--quick]``.
+"""Entry point: ``python -m bench [--device cpu|cuda] [--only PATTERN] [--skip PATTERN] [--quick]
+[--budget SECONDS] [--out FILE | --out-dir DIR]``.
 
 Every module in ``bench/cases/`` exposes ``cases(device, quick) -> list[Case]``. Results are printed as a
-table and merged (by case name) into ``bench/results/<device-tag>.json``.
+table and merged (by case name) into ``bench/results/<device-tag>.json`` after every case (a run that is
+stopped keeps the cases it finished). ``--budget`` bounds the run's wall time: no case but the first
+starts after it, and a case runs fewer timing rounds (at least one) where the full count would pass it;
+skipped cases are listed in the file's ``skipped``. A ``--quick`` run (smoke sizes) writes only where
+``--out``/``--out-dir`` says.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import os
 import pkgutil
 import platform
+import time
 from typing import Any
 
 import torch
@@ -50,14 +56,37 @@ def environment(device: torch.device) -> dict[str, Any]:
     return env
 
 
-def collect(device: torch.device, quick: bool, only: str | None) -> list[Case]:
+def _matches(name: str, patterns: str | None) -> bool:
+    return patterns is not None and any(fnmatch.fnmatch(name, p) for p in patterns.split(","))
+
+
+def collect(device: torch.device, quick: bool, only: str | None, skip: str | None = None) -> list[Case]:
     found: list[Case] = []
     for mod in pkgutil.iter_modules(bench.cases.__path__):
         module = importlib.import_module(f"bench.cases.{mod.name}")
         for case in module.cases(device, quick):
-            if only is None or fnmatch.fnmatch(case.name, only):
+            if (only is None or _matches(case.name, only)) and not _matches(case.name, skip):
                 found.append(case)
     return found
+
+
+def write_results(out: str, device: torch.device, results: list[dict[str, Any]], skipped: list[str]) -> None:
+    """Merge ``results`` (by case name) into the JSON file ``out``."""
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    doc: dict[str, Any] = {"cases": {}}
+    if os.path.exists(out):
+        with open(out) as f:
+            doc = json.load(f)
+    doc["environment"] = environment(device)
+    for r in results:
+        r["environment"] = doc["environment"]
+        doc.setdefault("cases", {})[r["name"]] = r
+    if skipped:
+        doc["skipped"] = sorted(set(doc.get("skipped", [])) | set(skipped))
+    tmp = out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=1, sort_keys=True)
+    os.replace(tmp, out)
 
 
 def format_row(r: dict[str, Any]) -> str:
@@ -67,6 +96,9 @@ def format_row(r: dict[str, Any]) -> str:
         extra = f"  {100 * r['fraction_of_floor']:.0f}% of floor"
     elif "achieved_GBps" in r:
         extra = f"  {r['achieved_GBps']:.1f} GB/s"
+    if "time_to_ci" in r:
+        t = r["time_to_ci"]
+        extra += f"  time to +-1% CI: x{t['speedup_vs_nvidia']:.2f}"
     return (
         f"{r['name']:<40} {r['ours']}: {med[r['ours']] * 1e3:10.2f} ms   {r['baseline']}: "
         f"{med[r['baseline']] * 1e3:10.2f} ms   x{r['speedup_vs_baseline']:.2f}{extra}"
@@ -76,38 +108,38 @@ def format_row(r: dict[str, Any]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--only", default=None, help="fnmatch pattern over case names, e.g. 'paths.*'")
+    ap.add_argument("--only", default=None, help="fnmatch patterns over case names, comma-separated: 'ppl.*'")
+    ap.add_argument("--skip", default=None, help="fnmatch patterns of cases to leave out, comma-separated")
     ap.add_argument(
         "--quick", action="store_true", help="small sizes (a smoke run, not for the results file)"
     )
+    ap.add_argument("--budget", type=float, default=None, help="wall-clock seconds for the whole run")
     ap.add_argument("--out", default=None, help="results file (default bench/results/<device>.json)")
+    ap.add_argument("--out-dir", default=None, help="directory for <device>.json instead of bench/results")
     ap.add_argument("--no-write", action="store_true")
     args = ap.parse_args(argv)
 
+    start = time.perf_counter()
+    deadline = start + args.budget if args.budget is not None else None
     device = torch.device(args.device)
-    cases = collect(device, args.quick, args.only)
+    cases = collect(device, args.quick, args.only, args.skip)
     if not cases:
         print("no bench case matched")
         return 1
-    results = []
-    for case in cases:
-        r = run_case(case, device)
+    out = args.out or os.path.join(args.out_dir or RESULTS_DIR, f"{device_tag(device)}.json")
+    write = not args.no_write and (not args.quick or args.out is not None or args.out_dir is not None)
+    skipped: list[str] = []
+    for i, case in enumerate(cases):
+        if deadline is not None and i > 0 and time.perf_counter() >= deadline:
+            skipped.append(case.name)
+            print(f"{case.name:<40} skipped: the --budget of {args.budget:g} s is spent", flush=True)
+            continue
+        r = run_case(case, device, deadline)
+        r["quick"] = args.quick
         print(format_row(r), flush=True)
-        results.append(r)
-
-    if args.no_write or args.quick:
-        return 0
-    out = args.out or os.path.join(RESULTS_DIR, f"{device_tag(device)}.json")
-    os.makedirs(os.path.dirname(out), exist_ok=True)
-    doc: dict[str, Any] = {"cases": {}}
-    if os.path.exists(out):
-        with open(out) as f:
-            doc = json.load(f)
-    doc["environment"] = environment(device)
-    for r in results:
-        r["environment"] = doc["environment"]
-        doc.setdefault("cases", {})[r["name"]] = r
-    with open(out, "w") as f:
-        json.dump(doc, f, indent=1, sort_keys=True)
-    print(f"wrote {out}")
+        if write:
+            write_results(out, device, [r], [])
+    if write:
+        write_results(out, device, [], skipped)
+        print(f"wrote {out} ({time.perf_counter() - start:.0f} s)")
     return 0

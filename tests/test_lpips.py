@@ -526,7 +526,7 @@ def test_trunk_nhwc_weight_cache_follows_the_weights():
     g = torch.Generator().manual_seed(31)
     x = torch.randn(2, 3, 24, 20, generator=g)
     _assert_taps_equal(trunk, x)
-    assert len(trunk._nhwc_weights) == 13  # one per conv of VGG16's taps
+    assert len(trunk._weight_copies) == 13  # one per conv of VGG16's taps
     conv = trunk.features[0]
 
     def fresh() -> dict:
@@ -550,7 +550,7 @@ def test_trunk_nhwc_weight_cache_follows_the_weights():
     trunk.clear_weight_cache()
     _assert_taps_equal(trunk, x)
     dup = copy.deepcopy(trunk)
-    assert dup._nhwc_weights == {}
+    assert dup._weight_copies == {}
     _assert_taps_equal(dup, x)
     trunk.double()
     _assert_taps_equal(trunk, x.double())
@@ -569,7 +569,7 @@ def test_trunk_nhwc_pass_keeps_weight_gradients():
         trunk.zero_grad()
         sum(f.square().sum() for f in trunk(x.contiguous(memory_format=fmt))).backward()
         grads.append([p.grad.clone() for p in trunk.parameters()])
-    assert trunk._nhwc_weights == {}
+    assert trunk._weight_copies == {}
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12 * b.abs().max().item())
     lp.float()

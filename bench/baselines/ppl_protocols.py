@@ -2,10 +2,10 @@
 same generator and LPIPS as tangentlens, with the reference (non-fused, pure PyTorch) ops a CPU run of
 the peers' code would use.
 
-* ``nvidia_ppl``: stylegan2-ada-pytorch's ``ppl2_wend`` loop: batches of 2, z from the global RNG, W-space
-  lerp at t = 0 and t = eps, the synthesis noise buffers re-drawn once per batch, both images through one
-  synthesis call, [-1, 1] -> [0, 255], the LPIPS embedding of the pair, ``|e0 - e1|^2 / eps^2``; trimmed
-  with 1 % 'lower' and 99 % 'higher'.
+* ``nvidia_ppl``: stylegan2-ada-pytorch's ``ppl2_wend`` loop (TF32 off, as its calc_metrics.py sets): batches
+  of 2, z from the global RNG, W-space lerp at t = 0 and t = eps, the synthesis noise buffers re-drawn once
+  per batch, both images through one synthesis call, [-1, 1] -> [0, 255], the LPIPS embedding of the pair,
+  ``|e0 - e1|^2 / eps^2``; trimmed with 1 % 'lower' and 99 % 'higher'.
 * ``torchmetrics_ppl``: torchmetrics' ``perceptual_path_length``: latents drawn for all samples up front,
   ``z1 <- z0 + (z1 - z0) eps``, one generator call per batch on the concatenation, images in [0, 255] mapped
   to [-1, 1], LPIPS forward (resize to 64 when needed), ``/ eps^2``, inference mode.
@@ -19,6 +19,16 @@ import torch.nn.functional as F
 
 
 def nvidia_ppl(G, lp, num_samples: int, *, batch_size: int = 2, epsilon: float = 1e-4) -> np.ndarray:  # noqa: ANN001
+    # calc_metrics.py turns TF32 off for matmuls and cuDNN convolutions (it matters on a GPU only)
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        return _nvidia_loop(G, lp, num_samples, batch_size, epsilon)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _nvidia_loop(G, lp, num_samples: int, batch_size: int, epsilon: float) -> np.ndarray:  # noqa: ANN001
     dist = []
     with torch.no_grad():
         for _ in range(0, num_samples, batch_size):

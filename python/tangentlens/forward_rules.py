@@ -12,12 +12,20 @@ maps stacked inputs to stacked outputs in one pass:
 - upfirdn2d (up/down-sampling, FIR filters): linear, so the stacked batch goes through the same filter;
 - bias + activation + gain + clamp: the fused ``bias_act_jvp`` (the derivative computed once per element).
 
+Under autocast (``precision="bf16"`` / ``"fp16"``) only the convolutions run in the low dtype, with float32
+accumulation: their outputs come back in float32 at once, and the styles, the demodulation coefficients
+and everything elementwise stay float32 (these are cheap, and a bf16 demodulation coefficient would scale
+a whole output channel by its rounding error).
+
 The rules write in place and are meant to run without autograd (:func:`tangentlens.jvp` calls them
 under ``torch.no_grad``). ``StyleGAN2Generator.forward_jvp`` and ``SynthesisNetwork.forward_jvp`` use
 them, and :func:`tangentlens.jvp` picks those methods when a module has them.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -44,6 +52,18 @@ def stack(x: torch.Tensor, tx: torch.Tensor | None, k: int) -> torch.Tensor:
 
 def unstack(X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return X[:, 0], X[:, 1:]
+
+
+def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 for float64, float32 for everything else: the dtype of the non-convolution arithmetic."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+@contextmanager
+def full_precision(device_type: str) -> Iterator[None]:
+    """Autocast off: the small products (styles, demodulation) keep their inputs' precision."""
+    with torch.autocast(device_type=device_type, enabled=False):
+        yield
 
 
 def _flat(X: torch.Tensor) -> torch.Tensor:
@@ -75,6 +95,7 @@ def modulated_conv2d_stacked(
     tangent).
     """
     B, K1 = X.shape[:2]
+    acc = accumulation_dtype(X.dtype)
     s, ts = S[:, 0], S[:, 1:]  # [B, I], [B, k, I]
     x = X[:, 0]
     # Input of the shared convolution: x * s for the primal, tx * s + x * ts for each tangent (in place:
@@ -89,10 +110,11 @@ def modulated_conv2d_stacked(
         padding=padding,
         flip_weight=flip_weight,
     )
-    U = U.reshape(B, K1, *U.shape[1:])  # [B, 1+k, O, H', W']
+    U = U.to(acc).reshape(B, K1, *U.shape[1:])  # [B, 1+k, O, H', W']; float32 under autocast
     if demodulate:
-        w2, d = _demodulation(weight.to(X.dtype), s)
-        td = -(d**3).unsqueeze(1) * ((s.unsqueeze(1) * ts) @ w2.t())  # [B, k, O]
+        with full_precision(X.device.type):
+            w2, d = _demodulation(weight.to(acc), s.to(acc))
+            td = -(d**3).unsqueeze(1) * ((s.unsqueeze(1) * ts).to(acc) @ w2.t())  # [B, k, O]
         Y = U * d[:, None, :, None, None]
         Y[:, 1:].addcmul_(U[:, :1], td[:, :, :, None, None])
     else:

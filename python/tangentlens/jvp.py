@@ -24,6 +24,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from tangentlens._extension import Impl, default_impl
+from tangentlens.bf16 import emulate_bf16, native_bf16
 from tangentlens.tf32 import emulate_tf32
 
 __all__ = ["CoverageReport", "JVPInfo", "Unsupported", "coverage", "jvp"]
@@ -206,7 +207,13 @@ def _precision(precision: Precision, device: torch.device) -> Iterator[None]:
             # (sum, norm, softmax, ...) in float32.
             dtype = torch.float16 if precision == "fp16" else torch.bfloat16
             with torch.autocast(device_type=device.type, dtype=dtype):
-                yield
+                if precision == "bf16" and device.type == "cpu" and not native_bf16(device):
+                    # torch's generic bf16 kernels are 10-90x slower than float32 here: the same numbers
+                    # from float32 kernels (tangentlens.bf16)
+                    with emulate_bf16():
+                        yield
+                else:
+                    yield
         else:
             yield
     finally:
@@ -385,7 +392,9 @@ def jvp(
             warning naming the ops.
         precision: ``"fp32"`` (TF32 off), ``"tf32"`` (tensor cores on CUDA, emulated elsewhere by
             :func:`tangentlens.tf32.emulate_tf32`), ``"fp16"`` / ``"bf16"`` (autocast: convolutions and
-            matmuls in the low dtype, reductions and normalisations in fp32).
+            matmuls in the low dtype, reductions and normalisations in fp32; bf16 on a CPU without native
+            bf16 kernels is emulated by :func:`tangentlens.bf16.emulate_bf16`: the same numbers at float32
+            speed).
         crosscheck: with reduced precision, recompute this many points in fp32 and report the relative tangent
             error in the info.
         return_info: also return a :class:`JVPInfo`.

@@ -45,6 +45,7 @@ from tangentlens._checks import (
     check_u64_range,
 )
 from tangentlens._fingerprint import fingerprint_of
+from tangentlens.bf16 import auto_precision, native_bf16
 from tangentlens.distances import L2Distance, check_distance_output, evaluate, make_distance
 from tangentlens.generators.adapters import GeneratorAdapter, OutputRange, adapt
 from tangentlens.generators.outputs import (
@@ -78,6 +79,16 @@ Method = Literal["fd", "jvp"]
 Interp = Literal["slerp", "lerp", "slerp_any", "slerp_any_unit"]
 Percentile = tuple[float, Literal["lower", "higher", "linear", "nearest", "midpoint"]]
 Replay = Literal["tangentlens", "nvidia", "torch_fidelity", "torchmetrics"]
+#: a precision, or "auto": bf16 for the exact mode where bf16 is native and fast and this model's probe
+#: samples stay within AUTO_BF16_MAX_ERROR of float32, else fp32 (see _resolve_auto)
+PPLPrecision = Literal[Precision, "auto"]
+
+# precision="auto": the exact mode's probe samples computed in both precisions (median per-sample relative
+# error of bf16 against float32 at most this, else float32 runs). On the bench StyleGAN2 the median is
+# ~0.5 % (docs/ppl.md); a model that bf16 does not suit is off by far more.
+AUTO_BF16_PROBE_SAMPLES = 8
+AUTO_BF16_PROBE_SEED = 0xBF16
+AUTO_BF16_MAX_ERROR = 0.02
 
 
 class FiniteDifferenceWarning(RuntimeWarning):
@@ -114,7 +125,7 @@ class PPLProtocol:
     upper: Percentile = (99.0, "higher")
     num_samples: int | None = 50_000
     batch_size: int = 16
-    precision: Precision = "fp32"
+    precision: PPLPrecision = "fp32"
     replay: Replay = "tangentlens"
 
 
@@ -698,6 +709,30 @@ class _Engine:
             DegenerateResultWarning,
         )
 
+    def sample_distances(
+        self, seed: int, start: int, count: int, labels: torch.Tensor | Callable | None = None
+    ) -> torch.Tensor:
+        """The distances of samples ``start .. start + count - 1``: latents, t, labels and noise of sample i
+        from (seed, i) only."""
+        p, gen, dev = self.protocol, self.gen, self.device
+        s = paths.sample(
+            seed,
+            start,
+            count,
+            gen.z_dim,
+            interp="slerp" if p.space == "z" and p.z_interp == "slerp" else "lerp",
+            sampling=p.sampling,
+            eps=p.epsilon,
+            dtype=gen.dtype,
+            device=dev,
+            step=False,
+            tangent=False,
+        )
+        assert s.z0 is not None and s.z1 is not None
+        c = gen.labels(seed, start, count, labels, dev)
+        nz = gen.noise(seed, start, count, dev)
+        return self.distances(s.z0, s.z1, s.t, c, nz, start)
+
 
 def _cat2(x: Any) -> Any:
     if x is None:
@@ -757,7 +792,7 @@ def _check_protocol_overrides(given: dict[str, Any]) -> dict[str, Any]:
         ("sampling", ("end", "full")),
         ("method", ("fd", "jvp")),
         ("z_interp", get_args(Interp)),
-        ("precision", PRECISIONS),
+        ("precision", (*PRECISIONS, "auto")),
     ):
         if key in given:
             check_choice(given[key], key, allowed)
@@ -806,6 +841,10 @@ def _resolve(
         raise ValueError(f"space='w': the generator ({gen.kind}) has no mapping network; use space='z'")
     dist = _resolve_distance(distance, protocol, dev)
     notes: list[str] = []
+    requested = protocol.precision
+    if requested == "auto" and protocol.method == "fd":
+        protocol = replace(protocol, precision="fp32")
+        notes.append("precision='auto': fp32 (finite differences need the full float32 mantissa)")
     _warn_fd(protocol, gen, notes)
     if protocol.method == "jvp" and protocol.quantize_uint8:
         notes.append("method='jvp': the uint8 quantisation has no derivative and is left out (exact limit)")
@@ -815,6 +854,11 @@ def _resolve(
         )
     if protocol.precision == "tf32" and dev.type != "cuda":
         notes.append(f"precision='tf32' on {dev.type}: tensor-core rounding emulated (tangentlens.tf32)")
+    if protocol.precision == "bf16" and dev.type == "cpu" and not native_bf16(dev):
+        notes.append(
+            "precision='bf16' on a CPU without native bf16 kernels: bf16 arithmetic emulated by float32 "
+            "kernels (tangentlens.bf16): native bf16's numbers, not its speed"
+        )
     resolution = getattr(gen.module, "img_resolution", None)
     float_dtype = gen.dtype if gen.dtype == torch.float64 else torch.float32
     if isinstance(dist, nn.Module) and not isinstance(dist, LPIPS):
@@ -822,14 +866,6 @@ def _resolve(
     elif isinstance(dist, LPIPS):
         float_dtype = dist.lin0.dtype if gen.dtype != torch.float64 else torch.float64
     rgb = isinstance(dist, LPIPS) or hasattr(dist, "net")
-    config = asdict(protocol)
-    low = _LOW_PRECISION.get(gen.param_dtype)  # type: ignore[arg-type]
-    if low is not None and protocol.precision == "fp32":
-        config["precision"] = low
-        notes.append(
-            f"precision: the generator's parameters are {str(gen.param_dtype).removeprefix('torch.')}, so "
-            f"it runs in {low}; the images are taken to float32 for the distance"
-        )
     pipe = _Pipeline(
         protocol,
         gen.output_range,
@@ -838,11 +874,29 @@ def _resolve(
         float_dtype=float_dtype,
         monitor=RangeMonitor(gen.output_range, check_range, notes),
     )
+    engine = _Engine(gen, protocol, dist, pipe, dev, notes)
+    described = {"generator": gen.describe(), "distance": _describe_distance(dist)}
+    if protocol.precision == "auto":
+        key = (
+            described["generator"]["fingerprint"],
+            described["distance"].get("fingerprint", described["distance"]["name"]),
+            str(dev),
+            replace(protocol, num_samples=None, batch_size=1),
+        )
+        engine = _resolve_auto(engine, notes, key)
+    config = asdict(engine.protocol)
+    config["precision_requested"] = requested
+    low = _LOW_PRECISION.get(gen.param_dtype)  # type: ignore[arg-type]
+    if low is not None and engine.protocol.precision == "fp32":
+        config["precision"] = low
+        notes.append(
+            f"precision: the generator's parameters are {str(gen.param_dtype).removeprefix('torch.')}, so "
+            f"it runs in {low}; the images are taken to float32 for the distance"
+        )
     config["preset"] = preset or "tangentlens (default)"
-    config["generator"] = gen.describe()
-    config["distance"] = _describe_distance(dist)
+    config.update(described)
     config["notes"] = notes
-    return _Engine(gen, protocol, dist, pipe, dev, notes), config
+    return engine, config
 
 
 def _check_t(t: object, n: int) -> torch.Tensor:
@@ -883,6 +937,40 @@ def _check_rows(x: object, name: str, n: int) -> None:
             raise ValueError(f"{where}: expected {n} rows (one per sample), got shape {tuple(v.shape)}")
 
 
+# precision="auto" decisions of this process, per (generator, distance, device, protocol)
+_AUTO_DECISIONS: dict[tuple, tuple[str, str]] = {}
+
+
+def _resolve_auto(engine: _Engine, notes: list[str], key: tuple) -> _Engine:
+    """precision="auto" for the exact mode: bf16 where :func:`tangentlens.bf16.auto_precision` finds it native
+    and fast and ``AUTO_BF16_PROBE_SAMPLES`` probe samples of this model (fixed seed) computed in bf16 and
+    in float32 differ by at most ``AUTO_BF16_MAX_ERROR`` (median per-sample relative error); float32
+    otherwise. Decided once per process for a generator, distance (by their fingerprints), device and
+    protocol; under torch.distributed every rank takes rank 0's decision."""
+    if key in _AUTO_DECISIONS:
+        choice, reason = _AUTO_DECISIONS[key]
+        notes.append(f"precision='auto': {choice} ({reason}; decided earlier in this process)")
+        return replace(engine, protocol=replace(engine.protocol, precision=choice))
+    choice, reason = auto_precision(engine.device)
+    if choice == "bf16":
+        n, d = AUTO_BF16_PROBE_SAMPLES, {}
+        for prec in ("fp32", "bf16"):
+            probe = replace(engine, protocol=replace(engine.protocol, precision=prec))
+            d[prec] = probe.sample_distances(AUTO_BF16_PROBE_SEED, 0, n)
+        err = float(((d["bf16"] - d["fp32"]).abs() / d["fp32"].abs()).median())
+        within = err <= AUTO_BF16_MAX_ERROR
+        choice = "bf16" if within else "fp32"
+        reason += (
+            f"; {n} probe samples of this model: bf16 {100 * err:.2g} % from float32 (median), "
+            f"{'within' if within else 'beyond'} the {100 * AUTO_BF16_MAX_ERROR:g} % bound"
+        )
+    if _streaming._dist()[1] > 1:
+        choice, reason = _streaming._all_gather_json([choice, reason], engine.device)[0]
+    _AUTO_DECISIONS[key] = (choice, reason)
+    notes.append(f"precision='auto': {choice} ({reason})")
+    return replace(engine, protocol=replace(engine.protocol, precision=choice))
+
+
 def ppl_distances(
     generator: object,
     z0: torch.Tensor,
@@ -897,7 +985,7 @@ def ppl_distances(
     epsilon: float | None = None,
     crop: bool | None = None,
     resize: str | int | None = None,
-    precision: Precision | None = None,
+    precision: PPLPrecision | None = None,
     labels: torch.Tensor | None = None,
     noise: Sequence[torch.Tensor] | None = None,
     batch_size: int | None = None,
@@ -970,7 +1058,7 @@ def ppl(
     epsilon: float | None = None,
     crop: bool | None = None,
     resize: str | int | None = None,
-    precision: Precision | None = None,
+    precision: PPLPrecision | None = None,
     z_interp: Interp | None = None,
     seed: int = 0,
     labels: torch.Tensor | Callable | None = None,
@@ -995,7 +1083,11 @@ def ppl(
             ``"torch_fidelity"``. Arguments given explicitly
             override the preset.
         space, sampling, method, epsilon, crop, resize, precision, z_interp: the protocol (SPEC 4); ``method``
-            ``"jvp"`` is the exact eps -> 0 limit, ``"fd"`` the peers' finite difference. ``z_interp`` (Z
+            ``"jvp"`` is the exact eps -> 0 limit, ``"fd"`` the peers' finite difference. ``precision``
+            ``"fp32"`` (default), ``"tf32"``, ``"fp16"``, ``"bf16"`` (the exact mode only; emulated on CPUs
+            without native bf16) or ``"auto"``: bf16 for the exact mode where it is native and fast and
+            probe samples of this model stay within ``AUTO_BF16_MAX_ERROR`` of float32, else fp32; the
+            result's ``config["precision"]`` says what ran and ``config["notes"]`` why. ``z_interp`` (Z
             space): ``"slerp"`` (unit vectors, NVIDIA / torch-fidelity), ``"lerp"``, ``"slerp_any"``
             (torchmetrics': slerp of the raw vectors, their norm interpolated) or ``"slerp_any_unit"``
             (that path normalised: torchmetrics' ``"slerp_unit"``).
@@ -1077,27 +1169,10 @@ def ppl(
         if labels is None
         else ("given rows" if isinstance(labels, torch.Tensor) else "callable")
     )
-    interp = "slerp" if p.space == "z" and p.z_interp == "slerp" else "lerp"
-    gen, dev = engine.gen, engine.device
+    dev = engine.device
 
     def compute(start: int, count: int) -> dict[str, torch.Tensor]:
-        s = paths.sample(
-            seed,
-            start,
-            count,
-            gen.z_dim,
-            interp=interp,
-            sampling=p.sampling,
-            eps=p.epsilon,
-            dtype=gen.dtype,
-            device=dev,
-            step=False,
-            tangent=False,
-        )
-        assert s.z0 is not None and s.z1 is not None
-        c = gen.labels(seed, start, count, labels, dev)
-        nz = gen.noise(seed, start, count, dev)
-        return {"distance": engine.distances(s.z0, s.z1, s.t, c, nz, start)}
+        return {"distance": engine.sample_distances(seed, start, count, labels)}
 
     keep = (p.lower, p.upper)
 

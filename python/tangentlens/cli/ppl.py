@@ -61,7 +61,12 @@ def add(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epsilon", type=float, help="finite-difference step (default: 1e-4)")
     p.add_argument("--crop", action=argparse.BooleanOptionalAction, default=None, help="NVIDIA's face crop")
     p.add_argument("--resize", help="box256, none, area_or_bilinear:S or bilinear:S (default: the preset's)")
-    p.add_argument("--precision", choices=PRECISIONS, help="(default: fp32)")
+    p.add_argument(
+        "--precision",
+        choices=(*PRECISIONS, "auto"),
+        help="(default: fp32) auto: bf16 for the exact mode where it is native and fast and within bound, "
+        "else fp32",
+    )
     p.add_argument("--seed", type=int, default=0, help="sample i's latents derive from (seed, i)")
     p.add_argument(
         "--target-rel-ci", type=float, help="stop when the 95%% CI half-width / mean is below this"

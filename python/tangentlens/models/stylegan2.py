@@ -125,12 +125,16 @@ class FullyConnectedLayer(nn.Module):
         return bias_act(y, None if b is None else b.to(y.dtype), act=self.activation, impl=self.impl)
 
     def forward_stacked(self, X: torch.Tensor) -> torch.Tensor:
-        """Primal and tangents stacked ``[B, 1 + k, in]`` (see tangentlens.forward_rules)."""
+        """Primal and tangents stacked ``[B, 1 + k, in]`` (see tangentlens.forward_rules); in float32 (float64
+        for float64) under autocast too: a style is one row of products per sample, cheap and
+        multiplicative."""
+        X = X.to(forward_rules.accumulation_dtype(X.dtype))
         w = self.weight.to(X.dtype) * self.weight_gain
         b = None if self.bias is None else self.bias.to(X.dtype) * self.bias_gain
-        if self.activation == "linear":
-            return forward_rules.linear_stacked(X, w, b)
-        return forward_rules.bias_act_stacked(X @ w.t(), b, act=self.activation, impl=self.impl)
+        with forward_rules.full_precision(X.device.type):
+            if self.activation == "linear":
+                return forward_rules.linear_stacked(X, w, b)
+            return forward_rules.bias_act_stacked(X @ w.t(), b, act=self.activation, impl=self.impl)
 
     def extra_repr(self) -> str:
         return (
@@ -857,13 +861,15 @@ class StyleGAN2Generator(nn.Module):
         noise_mode: NoiseMode = "const",
         noise: Sequence[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(G(z), J_z G v_k)`` for ``tz [N, k, z_dim]``: the mapping's JVPs by torch.func (a small MLP),
-        the synthesis network's by the stacked forward rules."""
+        """``(G(z), J_z G v_k)`` for ``tz [N, k, z_dim]``: the mapping's JVPs by torch.func (a small MLP,
+        kept in float32 under autocast: it places the path's points), the synthesis network's by the
+        stacked forward rules."""
 
         def mapping(zz: torch.Tensor) -> torch.Tensor:
             return self.mapping(zz, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
 
-        ws, tws = torch.func.vmap(
-            lambda t: torch.func.jvp(mapping, (z,), (t,)), in_dims=1, out_dims=(None, 1)
-        )(tz.contiguous())
+        with forward_rules.full_precision(z.device.type):
+            ws, tws = torch.func.vmap(
+                lambda t: torch.func.jvp(mapping, (z,), (t,)), in_dims=1, out_dims=(None, 1)
+            )(tz.contiguous())
         return self.synthesis.forward_jvp(ws, tws, noise_mode=noise_mode, noise=noise)

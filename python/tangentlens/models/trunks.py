@@ -31,35 +31,42 @@ class Trunk(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        # channels_last copies of the conv weights for passes in that format: oneDNN's NHWC convolution
-        # otherwise converts every weight on every call (VGG16: 59 MB, more time than the convolutions
-        # themselves below ~8 images at 32²). Not state: never saved; see clear_weight_cache.
-        self._nhwc_weights: dict[int, tuple[tuple, object, torch.Tensor]] = {}
+        # copies of the conv weights in the layout and dtype of a pass: channels_last for passes in that
+        # format (oneDNN's NHWC convolution otherwise converts every weight on every call; VGG16: 59 MB,
+        # more time than the convolutions themselves below ~8 images at 32²) and bf16/fp16 under autocast
+        # (autocast casts a weight that requires no grad on every call). Keyed by (layer, dtype, layout).
+        # Not state: never saved; see clear_weight_cache.
+        self._weight_copies: dict[tuple[int, torch.dtype, bool], tuple[tuple, object, torch.Tensor]] = {}
 
     def __getstate__(self) -> dict:
         # copies (deepcopy, pickle) start with an empty cache: it is keyed by this trunk's layers
         state = self.__dict__.copy()
-        state["_nhwc_weights"] = {}
+        state["_weight_copies"] = {}
         return state
 
     def clear_weight_cache(self) -> None:
-        """Drop the channels_last copies of the conv weights. They are refreshed by themselves when a
+        """Drop the cached copies of the conv weights. They are refreshed by themselves when a
         weight is replaced or changed in place by a tracked op (``load_state_dict``, ``nn.init``, in-place
         ops under ``no_grad``, ``.to()``); writes through ``weight.data`` bypass torch's version counter,
         so call this after them."""
-        self._nhwc_weights.clear()
+        self._weight_copies.clear()
 
     def _conv(self, layer: nn.Conv2d, x: torch.Tensor, channels_last: bool, bias: bool) -> torch.Tensor:
-        """``layer(x)`` (with or without its bias), with the cached channels_last weight when the pass runs
-        in that format and no gradient of the weight is wanted."""
+        """``layer(x)`` (with or without its bias), with a cached copy of the weight in the pass's layout
+        (channels_last) and autocast dtype (bf16/fp16) when the pass needs one and no gradient of the
+        weight is wanted."""
         w = layer.weight
-        if channels_last and not (torch.is_grad_enabled() and w.requires_grad):
+        dtype = _autocast_dtype(x.device.type) if w.dtype == torch.float32 else None
+        dtype = dtype or w.dtype
+        if (channels_last or dtype != w.dtype) and not (torch.is_grad_enabled() and w.requires_grad):
             key = (w.data_ptr(), w._version, w.dtype, w.device, w.shape, w.stride())
-            hit = self._nhwc_weights.get(id(layer))
+            slot = (id(layer), dtype, channels_last)
+            hit = self._weight_copies.get(slot)
             if hit is None or hit[0] != key:
+                fmt = torch.channels_last if channels_last else torch.contiguous_format
                 # the entry holds the weight's storage: its address cannot be reused while the key has it
-                hit = (key, w.untyped_storage(), w.detach().contiguous(memory_format=torch.channels_last))
-                self._nhwc_weights[id(layer)] = hit
+                hit = (key, w.untyped_storage(), w.detach().to(dtype).contiguous(memory_format=fmt))
+                self._weight_copies[slot] = hit
             w = hit[2]
         b = layer.bias if bias else None
         return F.conv2d(x, w, b, layer.stride, layer.padding, layer.dilation, layer.groups)
@@ -120,8 +127,9 @@ class Trunk(nn.Module):
         ends = iter(self.tap_ends)
         end = next(ends)
         channels_last = x.dim() == 4 and _is_channels_last(x)
+        cached = channels_last or _autocast_dtype(x.device.type) is not None
         for i, layer in enumerate(self.features):
-            if channels_last and isinstance(layer, nn.Conv2d) and layer.padding_mode == "zeros":
+            if cached and isinstance(layer, nn.Conv2d) and layer.padding_mode == "zeros":
                 x = self._conv(layer, x, channels_last, bias=True)
             else:
                 x = layer(x)
@@ -131,6 +139,13 @@ class Trunk(nn.Module):
                 if end < 0:
                     break
         return taps
+
+
+def _autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The low dtype autocast casts convolutions to on this device type, None when it is off."""
+    if device_type not in ("cpu", "cuda") or not torch.is_autocast_enabled(device_type):
+        return None
+    return torch.get_autocast_dtype(device_type)
 
 
 def _relu() -> nn.ReLU:
