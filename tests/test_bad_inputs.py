@@ -354,7 +354,7 @@ RAISES: list[tuple[str, Callable[[], object], type[BaseException], str]] = [
         "load-pkl-garbage",
         lambda: load_stylegan2_pkl(_garbage_file("G.pkl")),
         NvidiaPickleError,
-        "G.pkl: not a readable StyleGAN2-ADA pickle",
+        "G.pkl: not a readable NVIDIA network pickle",
     ),
     # distances
     (
