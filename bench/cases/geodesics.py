@@ -14,8 +14,9 @@ Cases (CPU sizes):
   trunk and linear weights: LPIPS weights cannot be downloaded here; the cost does not depend on them), W
   space, 1 pair, 8 points: the time to reach stochman's energy (its algorithm on the same 8-point energy),
   and in ``meta`` where ``geodesic(tol=1e-3)`` ends and its wall time (one run). One warm-up and one timed
-  repeat. With random LPIPS weights the energies are small (~1e-2) and stochman's absolute stopping rule (every gradient entry below
-  1e-4) ends its run after a few steps; ``meta`` has its step count and the straight line's energy.
+  repeat. With random LPIPS weights the energies are small (~1e-2) and stochman's absolute stopping rule
+  (every gradient entry below 1e-4) ends its run after a few steps; ``meta`` has its step count and the
+  straight line's energy.
 - ``geodesics.points{8,16,32}``: the VAE case with 2 pairs at n points: L-BFGS (ours) vs Gauss-Newton, both
   to tol 1e-4 (pairs per second; Gauss-Newton capped at 60 iterations, its status in ``meta``).
 - ``geodesics.dim{8,32,128}``: a StyleGAN2 with z_dim = w_dim = d (16², channel_max 32), W space, pixel
