@@ -46,7 +46,7 @@ CAPS_TOTAL=$((BUILD_CAP + TEST_CAP + 2 * SANITIZER_CAP))
 
 # The CUDA kernel tests (named test_cuda_*) the sanitizer runs: one file per kernel family.
 SANITIZER_TESTS=(tests/test_paths.py tests/test_philox.py tests/test_lpips_ops.py tests/test_bias_act.py
-  tests/test_upfirdn2d.py)
+  tests/test_upfirdn2d.py tests/test_filtered_lrelu.py)
 # Packages some test files import at module level; missing ones leave those files out.
 OPTIONAL_TEST_PACKAGES=(hypothesis scipy sklearn matplotlib)
 
