@@ -9,6 +9,7 @@ import torch
 
 import tangentlens
 from tangentlens import spectra
+from tangentlens._operator import _Operator
 from tangentlens.models import StyleGAN2Generator
 
 
@@ -79,9 +80,9 @@ def test_full_splits_points_on_cpu(monkeypatch, via):
     whole = spectra.spectrum(G, z, method="full", via=via)
     calls = []
     name = "gram" if via == "gram" else "jv"
-    orig = getattr(spectra._Operator, name)
-    monkeypatch.setattr(spectra, "CPU_ROWS_PER_PASS", 14)  # two points of 1 + 6 rows per pass
-    monkeypatch.setattr(spectra._Operator, name, lambda self, x, V: calls.append(len(x)) or orig(self, x, V))
+    orig = getattr(_Operator, name)
+    monkeypatch.setattr(spectra.solve, "CPU_ROWS_PER_PASS", 14)  # two points of 1 + 6 rows per pass
+    monkeypatch.setattr(_Operator, name, lambda self, x, V: calls.append(len(x)) or orig(self, x, V))
     split = spectra.spectrum(G, z, method="full", via=via)
     assert calls == [2, 2, 1]
     scale = whole.eigenvalues.max().item()
