@@ -47,7 +47,7 @@ from torch import nn
 from tangentlens import forward_rules
 from tangentlens._extension import Impl
 from tangentlens.filtered_lrelu import filtered_lrelu
-from tangentlens.models.stylegan2 import FullyConnectedLayer, MappingNetwork
+from tangentlens.models.stylegan2 import FullyConnectedLayer, MappingNetwork, _compute_dtype, _randn
 
 __all__ = [
     "CONFIGS",
@@ -65,14 +65,6 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "stylegan3-r": dict(conv_kernel=1, use_radial_filters=True),
 }
 NOISE_MODES = ("random", "const", "none")  # accepted for NVIDIA's interface; StyleGAN3 has no noise
-
-
-def _compute_dtype(t: torch.Tensor) -> torch.dtype:
-    return torch.float64 if t.dtype == torch.float64 else torch.float32
-
-
-def _randn(shape: list[int], generator: torch.Generator | None) -> torch.Tensor:
-    return torch.randn(shape, generator=generator, dtype=torch.float32, device="cpu")
 
 
 # ---- filter design ---------------------------------------------------------------------------------------
