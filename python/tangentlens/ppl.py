@@ -45,7 +45,14 @@ from tangentlens._checks import (
     check_u64_range,
 )
 from tangentlens._fingerprint import fingerprint_of
-from tangentlens.distances import L2Distance, check_distance_output, evaluate, make_distance
+from tangentlens.distances import (
+    PEER_PRESETS,
+    L2Distance,
+    check_distance_output,
+    evaluate,
+    make_distance,
+    preset_distance,
+)
 from tangentlens.generators.adapters import GeneratorAdapter, OutputRange, adapt
 from tangentlens.generators.outputs import (
     TO_UNIT,
@@ -57,9 +64,10 @@ from tangentlens.generators.outputs import (
 )
 from tangentlens.jvp import PRECISIONS, Precision, _precision
 from tangentlens.jvp import jvp as _engine_jvp
-from tangentlens.lpips import LPIPS, as_rgb, unchecked_range
+from tangentlens.lpips import LPIPS, NvidiaTorchScriptLPIPS, as_rgb, unchecked_range
 
 __all__ = [
+    "NVIDIA_METRICS",
     "PRESETS",
     "DegenerateResultWarning",
     "FiniteDifferenceWarning",
@@ -157,6 +165,17 @@ PRESETS: dict[str, PPLProtocol] = {
         batch_size=64,
         replay="torch_fidelity",
     ),
+}
+
+
+#: NVIDIA's metric names (stylegan2-ada-pytorch metrics/metric_main.py): the preset and the fields the name
+#: sets; each is 50 000 samples, epsilon 1e-4, batch 2 per GPU, like the presets
+NVIDIA_METRICS: dict[str, tuple[str, dict[str, str]]] = {
+    "ppl2_wend": ("stylegan2", {"space": "w", "sampling": "end"}),  # full image
+    "ppl_zfull": ("stylegan2_crop", {"space": "z", "sampling": "full"}),  # the face crop
+    "ppl_wfull": ("stylegan2_crop", {"space": "w", "sampling": "full"}),
+    "ppl_zend": ("stylegan2_crop", {"space": "z", "sampling": "end"}),
+    "ppl_wend": ("stylegan2_crop", {"space": "w", "sampling": "end"}),
 }
 
 
@@ -303,18 +322,27 @@ class PPLResult:
     def samples_per_second(self) -> float:
         return (self.num_samples - self.resumed_from) / self.seconds if self.seconds > 0 else math.nan
 
+    @property
+    def distance(self) -> str:
+        """What the distances were measured with: ``"lpips-vgg16 v0.1 (torchvision vgg16-397923af.pth +
+        lpips v0.1 vgg.pth)"``, ``"lpips-vgg16 (NVIDIA vgg16.pt)"``, ``"l2 (pixels)"``, ..."""
+        d = self.config.get("distance") or {}
+        return str(d.get("label") or d.get("name") or "unknown")
+
     def __str__(self) -> str:
         half = (self.ci_high - self.ci_low) / 2
+        c = self.config
         return (
             f"PPL {self.mean:.4g} (95% CI {self.ci_low:.4g} .. {self.ci_high:.4g}, +-{half:.3g}; "
             f"std {self.std:.4g}; {self.num_kept}/{self.num_samples} samples kept; "
-            f"{self.config.get('preset')}, {self.config.get('space')}/{self.config.get('sampling')}, "
-            f"{self.config.get('method')})"
+            f"preset {c.get('preset')}, {c.get('space')}/{c.get('sampling')}, method {c.get('method')}, "
+            f"precision {c.get('precision')}; distance {self.distance})"
         )
 
     def to_json(self, path: str | Path | None = None, *, include_distances: bool = True) -> str:
         data = {k: v for k, v in asdict(self).items() if k not in ("distances", "kept")}
         data["samples_per_second"] = self.samples_per_second
+        data["summary"] = str(self)  # names the distance, the precision, the method and the preset
         if include_distances:
             data["distances"] = self.distances.tolist()
             data["kept"] = self.kept.tolist()
@@ -330,6 +358,7 @@ class PPLResult:
             text = Path(text_or_path).read_text()
         data = json.loads(text)
         data.pop("samples_per_second", None)
+        data.pop("summary", None)
         d = torch.tensor(data.pop("distances", []), dtype=torch.float64)
         k = torch.tensor(data.pop("kept", []), dtype=torch.bool)
         return cls(distances=d, kept=k, **data)
@@ -472,8 +501,12 @@ def _distance_tangent_sq(distance: Callable, x: torch.Tensor, v: torch.Tensor) -
     return 0.5 * torch.func.jvp(first, (s0,), (torch.ones_like(s0),))[1]
 
 
-def _resolve_distance(distance: object, protocol: PPLProtocol, device: torch.device) -> Callable:
-    if isinstance(distance, str) and (distance.startswith("lpips-") or distance == "auto"):
+def _resolve_distance(
+    distance: object, protocol: PPLProtocol, device: torch.device, preset: str | None
+) -> Callable:
+    if distance == "auto" and preset in PEER_PRESETS:  # a peer's number: its LPIPS, never pixels
+        d = preset_distance(preset, eps_mode=protocol.lpips_eps_mode, method=protocol.method)
+    elif isinstance(distance, str) and (distance.startswith("lpips-") or distance == "auto"):
         d = make_distance(distance, eps_mode=protocol.lpips_eps_mode)
     else:
         d = make_distance(distance)  # type: ignore[arg-type]
@@ -483,15 +516,22 @@ def _resolve_distance(distance: object, protocol: PPLProtocol, device: torch.dev
 
 
 def _describe_distance(distance: Callable) -> dict[str, Any]:
-    """The distance in a result's config and a checkpoint: its name, eps convention and the fingerprint of
-    its parameters (a module) or code, defaults and closure (a function)."""
+    """The distance in a result's config and a checkpoint: its name, eps convention, which weights (and a
+    ``label`` saying both in a few words) and the fingerprint of its parameters (a module) or code,
+    defaults and closure (a function)."""
     if isinstance(distance, L2Distance):
-        return {"name": "l2"}
+        return {"name": "l2", "label": "l2 (pixels)"}
     fp = fingerprint_of(distance)
     if isinstance(distance, LPIPS):
         out = {"name": f"lpips-{distance.net}", "eps": distance.eps, "eps_mode": distance.eps_mode}
+        out["label"] = f"lpips-{distance.net} v0.1 ({distance.weights_label()})"
+        out["weights"] = distance.weights_info
+    elif isinstance(distance, NvidiaTorchScriptLPIPS):
+        out = {"name": "lpips-vgg16-nvidia", "label": f"lpips-vgg16 ({distance.weights_label()})"}
+        out["weights"] = distance.weights_info
     else:
         out = {"name": f"{type(distance).__module__}.{type(distance).__qualname__}"}
+        out["label"] = out["name"]
     out["fingerprint"] = fp.digest
     if fp.unverified is not None:
         out["fingerprint_unverified"] = fp.unverified
@@ -800,7 +840,7 @@ def _resolve(
         protocol = replace(protocol, batch_size=CPU_BATCH_SIZE)
     if protocol.space == "w" and not gen.has_w:
         raise ValueError(f"space='w': the generator ({gen.kind}) has no mapping network; use space='z'")
-    dist = _resolve_distance(distance, protocol, dev)
+    dist = _resolve_distance(distance, protocol, dev, preset)
     notes: list[str] = []
     _warn_fd(protocol, gen, notes)
     if protocol.method == "jvp" and protocol.quantize_uint8:
@@ -817,7 +857,7 @@ def _resolve(
         float_dtype = next((t.dtype for t in dist.buffers() if t.is_floating_point()), float_dtype)
     elif isinstance(dist, LPIPS):
         float_dtype = dist.lin0.dtype if gen.dtype != torch.float64 else torch.float64
-    rgb = isinstance(dist, LPIPS) or hasattr(dist, "net")
+    rgb = isinstance(dist, (LPIPS, NvidiaTorchScriptLPIPS)) or hasattr(dist, "net")
     config = asdict(protocol)
     low = _LOW_PRECISION.get(gen.param_dtype)  # type: ignore[arg-type]
     if low is not None and protocol.precision == "fp32":
@@ -1107,6 +1147,8 @@ def ppl(
     # what determines the rows (a checkpoint must match it); num_samples may grow on resume
     ckpt_config = {k: v for k, v in config.items() if k not in ("num_samples", "notes")}
     ckpt_config["generator"] = {k: v for k, v in config["generator"].items() if k != "notes"}
+    # where the weights were found may change between runs (downloaded, then cached); the fingerprint stays
+    ckpt_config["distance"] = {k: v for k, v in config["distance"].items() if k not in ("weights", "label")}
     unverified = [
         f"{what}: {part['fingerprint_unverified']}"
         for what, part in (("generator", config["generator"]), ("distance", config["distance"]))

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import tangentlens
-from tangentlens.cli import demo, info, linear_gaussian, ppl, spectrum
+from tangentlens.cli import demo, info, linear_gaussian, ppl, spectrum, weights
 from tangentlens.cli._common import USER_ERRORS, HelpFormatter, UsageError, load_generator
 
 __all__ = ["UsageError", "build_parser", "load_generator", "main"]
@@ -34,6 +34,7 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     linear_gaussian.add,
     ppl.add,
     spectrum.add,
+    weights.add,
     demo.add,
 ]
 
