@@ -134,6 +134,29 @@ def load_checkpoint(path: str | os.PathLike, config: Mapping[str, Any]) -> tuple
     return done, rows
 
 
+def checkpoint_batch_size(path: str | os.PathLike) -> int | None:
+    """The ``batch_size`` recorded in a checkpoint's configuration (None: no readable checkpoint there;
+    :func:`load_checkpoint` reports what is wrong with it)."""
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+        value = json.loads(str(payload["config"])).get("batch_size")
+    except Exception:  # noqa: BLE001 - absent or unreadable: the run's own load says so
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def broadcast_int(value: int) -> int:
+    """Rank 0's ``value`` on every rank (itself without torch.distributed)."""
+    rank, world = _dist()
+    if world == 1:
+        return value
+    dist = torch.distributed
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.broadcast(t, 0)
+    return int(t.item())
+
+
 @dataclass
 class StreamResult:
     rows: Rows  # float tensors [num_done, ...] on the CPU

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tangentlens import _streaming, paths
+from tangentlens import _streaming, ops, paths
 from tangentlens._checks import (
     check_bool,
     check_choice,
@@ -127,10 +128,15 @@ class PPLProtocol:
 
 
 DEFAULT = PPLProtocol(name="tangentlens")
-# the default protocol's batch on a CPU: small batches keep a layer's activations in cache (at 64² with 128
-# channels, 4 samples per batch ran 1.2x faster than 16 on 2 cores); the batch size changes the result only
-# at float rounding (the kernels round differently per batch shape)
+# the default protocol's batch on a CPU is picked from the measured cost of one forward pass (generator and
+# distance on CPU_BATCH_SIZE samples): the largest power of two whose pass takes at most CPU_BATCH_SECONDS,
+# within [CPU_BATCH_SIZE, CPU_BATCH_MAX]. Costly passes stay at 4 (a layer's activations stay in cache: at
+# 64² with 128 channels, 4 samples per batch ran 1.2x faster than 16 on 2 cores); cheap generators get large
+# batches (the per-call overhead dominates: the demo VAE ran 124 samples/s at 4, 1300-1600 at 256). The
+# batch size changes the result only at float rounding (the kernels round differently per batch shape).
 CPU_BATCH_SIZE = 4
+CPU_BATCH_MAX = 256
+CPU_BATCH_SECONDS = 0.05
 PRESETS: dict[str, PPLProtocol] = {
     # NVIDIA stylegan2-ada-pytorch `ppl2_wend`: W, end, no crop, box to 256, fp32, batch 2 per GPU.
     "stylegan2": PPLProtocol(name="stylegan2", method="fd", batch_size=2, replay="nvidia"),
@@ -177,6 +183,45 @@ NVIDIA_METRICS: dict[str, tuple[str, dict[str, str]]] = {
     "ppl_zend": ("stylegan2_crop", {"space": "z", "sampling": "end"}),
     "ppl_wend": ("stylegan2_crop", {"space": "w", "sampling": "end"}),
 }
+
+
+def _seconds_per_sample(engine: _Engine, seed: int) -> float:
+    """Seconds per sample of one forward pass (generator, image pipeline, distance) on CPU_BATCH_SIZE
+    samples, timed after a warm-up pass (first calls pay one-off set-up)."""
+    gen, n = engine.gen, CPU_BATCH_SIZE
+    z = ops.philox_normal(seed, 0, n, gen.z_dim, dtype=gen.dtype, device=engine.device)
+    c = gen.labels(seed, 0, n, None, engine.device)
+    noise = gen.noise(seed, 0, n, engine.device)
+    elapsed = math.inf
+    for _ in range(2):
+        t0 = time.perf_counter()
+        with torch.no_grad(), unchecked_range():
+            img = gen.image(gen.transform_z(z), c, noise, "z")
+            x = engine.pipe.linear(img.to(torch.float32) if not img.is_floating_point() else img)
+            evaluate(engine.distance, x, x)
+        elapsed = time.perf_counter() - t0
+    return elapsed / n
+
+
+def _auto_cpu_batch(engine: _Engine, seed: int, checkpoint: str | Path | None, config: dict[str, Any]) -> int:
+    """The default protocol's CPU batch (see CPU_BATCH_SECONDS), the same on every rank (rank 0's) and the
+    checkpoint's when resuming one (a batch size changes the distances at float rounding)."""
+    saved = _streaming.checkpoint_batch_size(checkpoint) if checkpoint is not None else None
+    if saved is not None:
+        config["batch_size_auto"] = {"batch_size": saved, "from_checkpoint": str(checkpoint)}
+        return saved
+    per_sample = _seconds_per_sample(engine, seed)
+    fits = CPU_BATCH_SECONDS / per_sample if per_sample > 0 else math.inf
+    bs = CPU_BATCH_SIZE
+    while bs * 2 <= min(fits, CPU_BATCH_MAX):
+        bs *= 2
+    bs = _streaming.broadcast_int(bs)
+    config["batch_size_auto"] = {
+        "batch_size": bs,
+        "seconds_per_sample": per_sample,
+        "target_seconds_per_pass": CPU_BATCH_SECONDS,
+    }
+    return bs
 
 
 # ---- statistics -----------------------------------------------------------------------------------------
@@ -1036,10 +1081,12 @@ def ppl(
             (that path normalised: torchmetrics' ``"slerp_unit"``).
         num_samples: samples to draw (the maximum with ``target_rel_ci``).
         batch_size: samples per forward pass. Default: the preset's, and for tangentlens' protocol 16 on a
-            GPU, ``CPU_BATCH_SIZE`` (4) on a CPU. Each sample's inputs do not depend on it, but the kernels
-            round differently per batch shape: other batch sizes agree to float rounding (about 1e-4
-            relative per sample in float32), the same batch size bit for bit (also on resume, and on any
-            number of processes at that batch per process).
+            GPU; on a CPU the largest power of two in [4, 256] whose forward pass (generator and distance,
+            timed once on 4 samples) takes at most ``CPU_BATCH_SECONDS`` (the config records the choice as
+            ``batch_size_auto``; a resumed checkpoint keeps its batch). Each sample's inputs do not
+            depend on it, but the kernels round differently per batch shape: other batch sizes agree to
+            float rounding (about 1e-4 relative per sample in float32), the same batch size bit for bit
+            (also on resume, and on any number of processes at that batch per process).
         distance: ``"auto"`` (LPIPS-VGG16 when its weights are found, else pixels with a warning),
             ``"lpips-vgg16"``, ``"l2"``, an LPIPS module or a callable ``d(x0, x1) -> [N]``.
         seed: sample i's latents, t, labels and noise derive from (seed, i) only, whatever the batch size,
@@ -1092,6 +1139,11 @@ def ppl(
         output_range=output_range,
         check_range=check_range,
     )
+    if preset is None and batch_size is None and engine.device.type == "cpu":
+        engine.protocol = replace(
+            engine.protocol, batch_size=_auto_cpu_batch(engine, seed, checkpoint, config)
+        )
+        config["batch_size"] = engine.protocol.batch_size
     p = engine.protocol
     if p.num_samples is None:
         raise ValueError(f"num_samples: the preset {preset!r} has no default; pass num_samples")
@@ -1145,7 +1197,7 @@ def ppl(
         return n > 1 and 1.96 * st["sem"] <= target_rel_ci * abs(st["mean"])  # type: ignore[operator]
 
     # what determines the rows (a checkpoint must match it); num_samples may grow on resume
-    ckpt_config = {k: v for k, v in config.items() if k not in ("num_samples", "notes")}
+    ckpt_config = {k: v for k, v in config.items() if k not in ("num_samples", "notes", "batch_size_auto")}
     ckpt_config["generator"] = {k: v for k, v in config["generator"].items() if k != "notes"}
     # where the weights were found may change between runs (downloaded, then cached); the fingerprint stays
     ckpt_config["distance"] = {k: v for k, v in config["distance"].items() if k not in ("weights", "label")}
