@@ -152,7 +152,8 @@ def test_nproc_2_and_torchrun_equal_one_process(files, tmp_path):
     base += ["--batch-size", "2", "--bootstrap", "0", "--no-progress", "--seed", "4", "--no-check-range"]
     one, two, tr = tmp_path / "one.json", tmp_path / "two.json", tmp_path / "tr.json"
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the processes below (OMP_NUM_THREADS=1): convolutions round per thread count
+    # as the processes below (OMP_NUM_THREADS=1): convolutions round differently per thread count
+    torch.set_num_threads(1)
     try:
         assert main([*base, "--json", str(one)]) == 0
     finally:

@@ -413,7 +413,7 @@ class PPLResult:
         import matplotlib.pyplot as plt
 
         if ax is None:
-            _, ax = plt.subplots(figsize=(6, 3.5))
+            _, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")  # axis labels stay inside when saved
         d = self.distances.numpy()
         if d.size == 0:
             raise ValueError(

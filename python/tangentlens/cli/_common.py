@@ -73,6 +73,12 @@ class HelpFormatter(argparse.HelpFormatter):
             text += " (default: %(default)s)"
         return text
 
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        # an "examples:" epilog keeps its lines (command lines must not be re-flowed into one paragraph)
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
+
 
 def _seconds(text: str) -> float:
     try:

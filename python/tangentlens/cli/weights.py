@@ -53,6 +53,7 @@ def add(sub: argparse._SubParsersAction) -> None:
                 found = weights.fetch(key, download=True, progress=not args.no_progress)
                 print(f"{key}: {found.path} ({found.source})", file=sys.stderr)
         rows = [_row(key) for key in weights.REGISTRY]
+        print(f"{'NAME':<15} {'FILE':<28} {'STATUS':<40} PATH (missing: where it downloads to)")
         for r in rows:
             print(f"{r['key']:<15} {r['file']:<28} {r['status']:<40} {r.get('path') or r['download_to']}")
         if json_path is not None:
