@@ -110,3 +110,21 @@ def weights_server(monkeypatch, tmp_path):
     server = WeightsServer()
     yield server
     server.close()
+
+
+class NvidiaLikeLPIPS(torch.nn.Module):
+    """A small module with the interface of NVIDIA's vgg16.pt (0..255 images in, a flat LPIPS embedding out)
+    on one random conv layer: TorchScript it and save it where a test needs a ``vgg16.pt``."""
+
+    def __init__(self, channels: int = 8, seed: int = 11) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.weight = torch.nn.Parameter(torch.randn(channels, 3, 3, 3, generator=g))
+        self.register_buffer("lin", torch.rand(channels, generator=g))
+
+    def forward(
+        self, img: torch.Tensor, resize_images: bool = True, return_lpips: bool = False
+    ) -> torch.Tensor:
+        f = torch.nn.functional.relu(torch.nn.functional.conv2d(img / 127.5 - 1.0, self.weight, padding=1))
+        f = f / (torch.sqrt((f * f).sum(1, keepdim=True)) + 1e-10)
+        return (torch.sqrt(self.lin.view(1, -1, 1, 1) / (f.shape[2] * f.shape[3])) * f).flatten(1)

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
+from conftest import NvidiaLikeLPIPS
 from tangentlens.cli import main
 from tangentlens.cli import ppl as cli_ppl
 from tangentlens.ppl import NVIDIA_METRICS, PRESETS
@@ -40,30 +40,13 @@ FACTORY = textwrap.dedent(
 )
 
 
-class _NvidiaLike(torch.nn.Module):
-    """NVIDIA's vgg16.pt interface (0..255 images in, a flat embedding out) on one random conv layer."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(5)
-        self.weight = torch.nn.Parameter(torch.randn(4, 3, 3, 3, generator=g))
-        self.register_buffer("lin", torch.rand(4, generator=g))
-
-    def forward(
-        self, img: torch.Tensor, resize_images: bool = True, return_lpips: bool = False
-    ) -> torch.Tensor:
-        f = F.relu(F.conv2d(img / 127.5 - 1.0, self.weight, padding=1))
-        f = f / (torch.sqrt((f * f).sum(1, keepdim=True)) + 1e-10)
-        return (torch.sqrt(self.lin.view(1, -1, 1, 1) / (f.shape[2] * f.shape[3])) * f).flatten(1)
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     root = tmp_path_factory.mktemp("cli")
     (root / "gens.py").write_text(FACTORY)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated in torch 2.13
-        torch.jit.save(torch.jit.script(_NvidiaLike()), str(root / "vgg16.pt"))
+        torch.jit.save(torch.jit.script(NvidiaLikeLPIPS(channels=4, seed=5)), str(root / "vgg16.pt"))
     return root
 
 
@@ -273,3 +256,29 @@ def test_help_matches_what_each_command_accepts(command, capsys):
         assert ".npy" in text and ".npz" in text and ".pt" in text and "--codes-test" in text
     if command == "weights":
         assert "--download" in text and "--list" in text
+
+
+def test_launch_uses_one_thread_per_process_as_torchrun(monkeypatch):
+    """--nproc/--gpus set OMP_NUM_THREADS=1 unless it is set, as torchrun does: the same thread count gives
+    the same bits as a torchrun run (convolutions round per thread count) and N processes do not
+    oversubscribe the cores."""
+    from tangentlens.cli import _launch
+
+    envs: list[dict[str, str]] = []
+
+    class _Done:
+        def __init__(self, cmd: list[str], env: dict[str, str]) -> None:
+            envs.append(env)
+
+        def poll(self) -> int:
+            return 0
+
+    monkeypatch.setattr(_launch.subprocess, "Popen", _Done)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert _launch.launch(2, ["info"]) == 0
+    assert [e["OMP_NUM_THREADS"] for e in envs] == ["1", "1"]
+    assert [e["RANK"] for e in envs] == ["0", "1"]
+    envs.clear()
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert _launch.launch(2, ["info"]) == 0
+    assert [e["OMP_NUM_THREADS"] for e in envs] == ["3", "3"]

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
+from conftest import NvidiaLikeLPIPS
 from tangentlens import weights
 from tangentlens.distances import L2Distance, PresetDistanceWarning, make_distance, preset_distance
 from tangentlens.lpips import LPIPS, NvidiaTorchScriptLPIPS, find_weights
@@ -213,28 +213,11 @@ def test_a_found_file_that_is_not_the_registered_one_is_an_error(monkeypatch, tm
     assert lp.weights_label() == "random weights (pretrained=False)"
 
 
-class _NvidiaLike(torch.nn.Module):
-    """A small module with the interface of NVIDIA's vgg16.pt: 0..255 images in, flat embedding out."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(11)
-        self.weight = torch.nn.Parameter(torch.randn(8, 3, 3, 3, generator=g))
-        self.register_buffer("lin", torch.rand(8, generator=g))
-
-    def forward(
-        self, img: torch.Tensor, resize_images: bool = True, return_lpips: bool = False
-    ) -> torch.Tensor:
-        f = F.relu(F.conv2d(img / 127.5 - 1.0, self.weight, padding=1))
-        f = f / (torch.sqrt((f * f).sum(1, keepdim=True)) + 1e-10)
-        return (torch.sqrt(self.lin.view(1, -1, 1, 1) / (f.shape[2] * f.shape[3])) * f).flatten(1)
-
-
 def _torchscript_bytes(tmp_path: Path) -> bytes:
     path = tmp_path / "nv.pt"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated in torch 2.13
-        torch.jit.save(torch.jit.script(_NvidiaLike()), str(path))
+        torch.jit.save(torch.jit.script(NvidiaLikeLPIPS()), str(path))
     return path.read_bytes()
 
 

@@ -79,6 +79,9 @@ def launch(n: int, argv: Sequence[str]) -> int:
             MASTER_ADDR="127.0.0.1",
             MASTER_PORT=str(port),
         )
+        # as torchrun: one thread per process unless told (N processes on all cores would oversubscribe
+        # them, and convolutions round differently per thread count: same setting, same bits as torchrun)
+        env.setdefault("OMP_NUM_THREADS", "1")
         procs.append(subprocess.Popen([sys.executable, "-m", "tangentlens", *argv], env=env))
     try:
         while True:
