@@ -9,7 +9,8 @@ NVCC ?= nvcc
 TORCH_INC = $(shell $(PY) -c "import torch, os; print(os.path.join(os.path.dirname(torch.__file__), 'include'))")
 PYTEST_ARGS ?=
 
-.PHONY: all test build deps cuda-check gpu-check-dry-run bench bench-quick demo wheel wheel-check lint format clean
+.PHONY: all test build deps cuda-check gpu-check-dry-run bench bench-quick demo wheel wheel-check quickstart-check lint \
+	format clean
 
 all: test
 
@@ -80,6 +81,11 @@ wheel-check: wheel
 	cd /tmp && /tmp/tangentlens-wheel-venv/bin/python -c "import tangentlens as t; \
 		assert t.NATIVE_AVAILABLE, t.native_build_info(); print('wheel ok', t.__version__, t.native_build_info())"
 	cd /tmp && /tmp/tangentlens-wheel-venv/bin/tangentlens info
+
+# The README's quick start in the wheel's fresh venv, a local server standing in for the weights' download
+# hosts (scripts/quickstart_check.sh): weights that arrive by themselves, no manual download.
+quickstart-check: wheel-check
+	bash scripts/quickstart_check.sh /tmp/tangentlens-wheel-venv
 
 clean:
 	rm -rf build dist *.egg-info

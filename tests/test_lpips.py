@@ -2,6 +2,8 @@
 file formats, the embedding identity, tangents vs torch.func.jvp, NVIDIA's TorchScript interface, weight
 discovery, safe loading and errors."""
 
+import contextlib
+import hashlib
 import math
 import pickle
 import sys
@@ -11,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import tangentlens
+from tangentlens import weights
 from tangentlens.distances import L2Distance, make_distance
 from tangentlens.lpips import LPIPS, WeightsNotFoundError, find_weights
 
@@ -162,6 +165,18 @@ def isolated_search(monkeypatch, tmp_path):
     return tmp_path
 
 
+@pytest.fixture
+def pinned(weight_files):
+    """The registry's digests of lpips' linear files replaced by those of the test-written ones (a found
+    linear file is checked against its SHA-256 on every load; tests/test_weights.py covers the check)."""
+    _, files = weight_files
+    with contextlib.ExitStack() as stack:
+        for net in files:
+            digest = hashlib.sha256(files[net][1].read_bytes()).hexdigest()
+            stack.enter_context(weights.override(f"{net}-linear", sha256=digest))
+        yield
+
+
 def _images(n, size, seed):
     g = torch.Generator().manual_seed(seed)
     return torch.rand(n, 3, size, size, generator=g) * 2 - 1
@@ -290,7 +305,7 @@ def test_nvidia_torchscript_loader(tmp_path):
 # ---- weight discovery and loading ------------------------------------------------------------------
 
 
-def test_search_env_var_and_hub_cache(weight_files, isolated_search, monkeypatch):
+def test_search_env_var_and_hub_cache(weight_files, isolated_search, pinned, monkeypatch):
     root, files = weight_files
     monkeypatch.setenv("TANGENTLENS_WEIGHTS", str(root))
     lp = LPIPS("alex")
@@ -305,7 +320,7 @@ def test_search_env_var_and_hub_cache(weight_files, isolated_search, monkeypatch
     assert find_weights("alexnet-owt-7be5be79.pth", "trunk") == hub / "alexnet-owt-7be5be79.pth"
 
 
-def test_lpips_package_weights_are_found(weight_files, isolated_search, monkeypatch):
+def test_lpips_package_weights_are_found(weight_files, isolated_search, pinned, monkeypatch):
     _, files = weight_files
     pkg = isolated_search / "site" / "lpips"
     (pkg / "weights" / "v0.1").mkdir(parents=True)
@@ -324,8 +339,9 @@ def test_missing_weights_error_says_what_where_how(isolated_search):
     with pytest.raises(WeightsNotFoundError) as info:
         LPIPS("vgg16")
     msg = str(info.value)
-    assert "vgg16-397923af.pth" in msg and "TANGENTLENS_WEIGHTS" in msg
+    assert "vgg16-397923af.pth" in msg and "'vgg.pth'" in msg and "TANGENTLENS_WEIGHTS" in msg  # both files
     assert str(isolated_search / "hub" / "checkpoints") in msg and "download.pytorch.org" in msg
+    assert "offline" in msg and "tangentlens weights --download vgg16-trunk vgg16-linear" in msg
     with pytest.raises(WeightsNotFoundError, match=r"'squeeze.pth' not found.*PerceptualSimilarity"):
         find_weights("squeeze.pth", "linear")
 
@@ -394,7 +410,7 @@ def test_nan_image_gives_nan_for_that_sample(weight_files):
 # ---- distances -------------------------------------------------------------------------------------------
 
 
-def test_make_distance(weight_files, isolated_search, monkeypatch):
+def test_make_distance(weight_files, isolated_search, pinned, monkeypatch):
     x0, x1 = _images(2, 8, 18), _images(2, 8, 19)
     l2 = make_distance("l2")
     torch.testing.assert_close(l2(x0, x1), ((x0 - x1) ** 2).sum((1, 2, 3)))

@@ -134,6 +134,29 @@ def load_checkpoint(path: str | os.PathLike, config: Mapping[str, Any]) -> tuple
     return done, rows
 
 
+def checkpoint_batch_size(path: str | os.PathLike) -> int | None:
+    """The ``batch_size`` recorded in a checkpoint's configuration (None: no readable checkpoint there;
+    :func:`load_checkpoint` reports what is wrong with it)."""
+    try:
+        payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+        value = json.loads(str(payload["config"])).get("batch_size")
+    except Exception:  # noqa: BLE001 - absent or unreadable: the run's own load says so
+        return None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def broadcast_int(value: int) -> int:
+    """Rank 0's ``value`` on every rank (itself without torch.distributed)."""
+    rank, world = _dist()
+    if world == 1:
+        return value
+    dist = torch.distributed
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.broadcast(t, 0)
+    return int(t.item())
+
+
 @dataclass
 class StreamResult:
     rows: Rows  # float tensors [num_done, ...] on the CPU
@@ -201,8 +224,9 @@ def _gather(rows: Rows | None, error: str | None, count: int, batch: int, device
 
 
 class _Progress:
-    def __init__(self, total: int, initial: int, desc: str, enabled: bool) -> None:
+    def __init__(self, total: int, initial: int, desc: str, enabled: bool, unit: str = "sample") -> None:
         self.bar = None
+        self.unit = unit
         self.enabled = enabled
         self.total, self.n, self.t0, self.last = total, initial, time.perf_counter(), 0.0
         self.desc = desc
@@ -211,7 +235,7 @@ class _Progress:
         try:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="sample", file=sys.stderr)
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr)
         except ImportError:  # plain text progress, at most every 2 s
             pass
 
@@ -226,7 +250,7 @@ class _Progress:
             now = time.perf_counter()
             if now - self.last > 2.0 or n >= self.total:
                 rate = (n - self.n) / max(now - self.t0, 1e-9)
-                print(f"{self.desc}: {n}/{self.total} ({rate:.1f} samples/s) {postfix}", file=sys.stderr)
+                print(f"{self.desc}: {n}/{self.total} ({rate:.1f} {self.unit}s/s) {postfix}", file=sys.stderr)
                 self.last = now
         self.n = n
 
@@ -251,6 +275,7 @@ def stream(
     device: torch.device | str = "cpu",
     unverified: Sequence[str] = (),
     resume_unverified: bool = False,
+    unit: str = "sample",
 ) -> StreamResult:
     """Run ``compute`` over the sample indices ``[0, num_samples)`` (module docstring).
 
@@ -264,6 +289,7 @@ def stream(
         device: where the collectives run (the NCCL backend needs CUDA tensors).
         unverified: what of the configuration could not be fingerprinted reliably (why, per item): a
             checkpoint is then resumed only with ``resume_unverified=True``.
+        unit: what a row is, in the progress bar ("sample", "point").
     """
     t0 = time.perf_counter()
     rank, world = _dist()
@@ -292,7 +318,7 @@ def stream(
                 chunks[k] = [torch.cat(v)]
         return {k: v[0][:n] for k, v in chunks.items()}
 
-    bar = _Progress(num_samples, done, desc, progress and rank == 0)
+    bar = _Progress(num_samples, done, desc, progress and rank == 0, unit)
     last_save = last_postfix = time.perf_counter()
     next_check = (done // check_every + 1) * check_every if stop is not None else None
     stopped = False

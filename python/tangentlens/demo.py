@@ -213,10 +213,13 @@ def run_demo(
             print(f"[demo {time.perf_counter() - t_start:6.1f} s] {msg}", file=sys.stderr, flush=True)
 
     distances: dict[str, object] = {"l2": "l2"}
-    try:
-        distances["lpips-vgg16"] = tangentlens.LPIPS("vgg16")  # built once, used for both models
+    try:  # the demo downloads nothing: LPIPS when its weights are already there
+        distances["lpips-vgg16"] = tangentlens.LPIPS("vgg16", download=False)  # built once, for both models
     except WeightsNotFoundError:
-        log("LPIPS-VGG16 weights not found: PPL in pixel space only (see README, 'LPIPS weights')")
+        log(
+            "LPIPS-VGG16 weights not found: PPL in pixel space only (`tangentlens weights --download "
+            "lpips-vgg16` fetches them; docs/lpips.md, 'Where the weights come from')"
+        )
 
     report: dict[str, Any] = {
         "config": {
@@ -306,11 +309,12 @@ def run_demo(
 
     def side_by_side(name: str, width: float, height: float, draw: Any) -> None:
         """One panel per model, ``draw(ax, beta)``, saved as ``out/name``."""
-        fig, axes = plt.subplots(1, len(betas), figsize=(width * len(betas), height), squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(betas), figsize=(width * len(betas), height), squeeze=False, layout="constrained"
+        )
         for col, beta in enumerate(betas):
             draw(axes[0, col], beta)
-        fig.tight_layout()
-        fig.savefig(out / name, dpi=90)
+        fig.savefig(out / name, dpi=90, bbox_inches="tight")  # labels and colour bars inside
         plt.close(fig)
 
     def ppl_panel(ax: Any, beta: int) -> None:

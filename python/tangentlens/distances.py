@@ -4,12 +4,17 @@ embedding, ``d = |e(x0) - e(x1)|^2`` (SPEC 1, 2).
 ``make_distance`` turns a name, a module or a callable into one:
 
 - ``"lpips-vgg16"`` / ``"lpips-alex"`` / ``"lpips-squeeze"``: :class:`tangentlens.LPIPS` with weights
-  found along its search path (an error naming the file and how to get it if they are missing);
+  found along its search path or downloaded (:mod:`tangentlens.weights`; offline, an error naming the
+  files and where to put them);
 - ``"l2"``: pixel space, ``sum (x0 - x1)^2`` (embedding = the flattened image). It needs no weights and is
   the light default, but it is NOT a perceptual distance: PPL values in pixel space are not comparable
   with published LPIPS-based numbers;
-- ``"auto"``: LPIPS-VGG16 when its weights are found, else ``"l2"`` with a warning saying so;
+- ``"auto"``: LPIPS-VGG16 when its weights are found or can be downloaded, else ``"l2"`` with a warning
+  saying so (a file whose digest does not match is an error, never a fallback);
 - an ``nn.Module`` or callable: used as it is.
+
+``preset_distance`` is the distance of a PPL preset that promises a peer's number: LPIPS, never a silent
+fallback to pixels.
 """
 
 from __future__ import annotations
@@ -20,12 +25,31 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from tangentlens.lpips import LPIPS, WeightsNotFoundError
+from tangentlens import weights
+from tangentlens.lpips import LPIPS, NvidiaTorchScriptLPIPS
+from tangentlens.weights import WeightsDownloadError, WeightsNotFoundError
 
-__all__ = ["DistanceOutputError", "L2Distance", "check_distance_output", "evaluate", "make_distance"]
+__all__ = [
+    "PEER_PRESETS",
+    "DistanceOutputError",
+    "L2Distance",
+    "PresetDistanceWarning",
+    "check_distance_output",
+    "evaluate",
+    "make_distance",
+    "preset_distance",
+]
+
+#: PPL presets that promise a peer's number: measured with LPIPS, never silently with pixel distances
+PEER_PRESETS = ("stylegan2", "stylegan2_crop", "torchmetrics", "torch_fidelity")
+_UNAVAILABLE = (WeightsNotFoundError, WeightsDownloadError)
 
 Distance = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 DistanceSpec = str | nn.Module | Distance
+
+
+class PresetDistanceWarning(RuntimeWarning):
+    """A preset measures with another LPIPS implementation than its peer's own (said why)."""
 
 
 class DistanceOutputError(ValueError):
@@ -84,7 +108,7 @@ def make_distance(spec: DistanceSpec = "auto", **lpips_kwargs: object) -> Distan
     if spec == "auto":
         try:
             return LPIPS("vgg16", **lpips_kwargs)  # type: ignore[arg-type]
-        except WeightsNotFoundError as exc:
+        except _UNAVAILABLE as exc:
             warnings.warn(
                 f"distance='auto': LPIPS-VGG16 weights are not available ({exc}); using 'l2' (pixel space), "
                 "which is not a perceptual distance",
@@ -95,3 +119,56 @@ def make_distance(spec: DistanceSpec = "auto", **lpips_kwargs: object) -> Distan
     raise ValueError(
         f"distance: expected 'lpips-vgg16', 'lpips-alex', 'lpips-squeeze', 'l2' or 'auto', got {spec!r}"
     )
+
+
+def preset_distance(
+    preset: str,
+    *,
+    eps_mode: str = "lpips",
+    method: str = "fd",
+    download: bool | None = None,
+    progress: bool = True,
+) -> Distance:
+    """The LPIPS a peer preset measures with under ``distance="auto"``.
+
+    ``stylegan2`` / ``stylegan2_crop`` under finite differences: NVIDIA's own ``vgg16.pt`` (found or
+    downloaded; :meth:`LPIPS.from_nvidia_torchscript`), else tangentlens' LPIPS-VGG16 with torchvision's and
+    lpips' weights and a :class:`PresetDistanceWarning` (NVIDIA's module is a TorchScript port of the same
+    metric; the two have not been compared number for number). TorchScript has no forward-mode rules, so
+    ``method="jvp"`` takes tangentlens' LPIPS-VGG16. The other presets: LPIPS-VGG16 with ``eps_mode``.
+    No weights at all: :class:`WeightsNotFoundError` naming the files; never pixel distances."""
+    if preset not in PEER_PRESETS:
+        raise ValueError(f"preset: expected one of {PEER_PRESETS}, got {preset!r}")
+    nvidia_error = None
+    if preset.startswith("stylegan2") and method == "fd":
+        try:
+            return NvidiaTorchScriptLPIPS(download=download, progress=progress)
+        except _UNAVAILABLE as exc:
+            nvidia_error = exc
+    try:
+        lp = LPIPS("vgg16", eps_mode=eps_mode, download=download, progress=progress)  # type: ignore[arg-type]
+    except _UNAVAILABLE as exc:
+        preface = (
+            f"preset {preset!r} measures with LPIPS-VGG16 (a preset that promises a peer's number does not "
+            "fall back to pixel distances; distance='l2' measures those explicitly): "
+        )
+        if isinstance(exc, WeightsNotFoundError) and exc.keys:
+            keys = list(exc.keys)
+            if isinstance(nvidia_error, WeightsNotFoundError):  # either NVIDIA's module or the two files
+                preface += "NVIDIA's vgg16.pt, or torchvision's and lpips' files; "
+                keys = ["nvidia-vgg16", *keys]
+            elif nvidia_error is not None:
+                preface += f"NVIDIA's vgg16.pt: {nvidia_error}; "
+            raise weights.not_found_error(keys, exc.why, "distance=LPIPS(...)", preface) from exc
+        also = f"NVIDIA's vgg16.pt: {nvidia_error}; " if nvidia_error is not None else ""
+        raise WeightsNotFoundError(f"{preface}{also}{exc}") from exc
+    if nvidia_error is not None:
+        warnings.warn(
+            f"preset {preset!r}: NVIDIA's vgg16.pt is not available ({nvidia_error}); measuring with "
+            f"tangentlens' LPIPS-VGG16 ({lp.weights_label()}), a port of the same metric not compared with "
+            "NVIDIA's module number for number. Get vgg16.pt (`tangentlens weights --download nvidia-vgg16`) "
+            "for NVIDIA's own numbers",
+            PresetDistanceWarning,
+            stacklevel=3,
+        )
+    return lp

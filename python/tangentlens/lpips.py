@@ -10,10 +10,10 @@ Weights (never unpickled: ``torch.load(..., weights_only=True)``):
   ``vgg16-397923af.pth``, ``alexnet-owt-7be5be79.pth``, ``squeezenet1_1-b8a52dc0.pth``;
 - linear layers: the lpips package's ``weights/v0.1/{vgg,alex,squeeze}.pth`` (``linL.model.1.weight``).
 
-An explicit path wins; otherwise the file is searched in the directories of ``$TANGENTLENS_WEIGHTS``
-(os.pathsep-separated; each directory and its ``v0.1/`` subdirectory), the torch hub checkpoint cache
-(``torch.hub.get_dir()/checkpoints``) and, for the linear layers, the installed lpips package's shipped
-``weights/v0.1/`` (located without importing lpips). See docs/lpips.md.
+An explicit path wins; otherwise :mod:`tangentlens.weights` finds the file (``$TANGENTLENS_WEIGHTS``,
+torch.hub's cache, the installed lpips package, torchmetrics' bundled copies) or downloads it,
+digest-checked, into torch.hub's cache (not with ``download=False`` or ``$TANGENTLENS_OFFLINE=1``).
+See docs/lpips.md.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import copy
-import importlib.util
 import os
 import pickle
 from collections.abc import Iterator, Mapping
@@ -31,10 +30,11 @@ from typing import Literal
 import torch
 from torch import nn
 
-from tangentlens import ops
+from tangentlens import ops, weights
 from tangentlens._extension import Impl
 from tangentlens.models.trunks import TRUNKS, Trunk
 from tangentlens.reference.lpips import normalize_channels
+from tangentlens.weights import WeightsNotFoundError
 
 __all__ = [
     "LPIPS",
@@ -48,15 +48,9 @@ __all__ = [
     "unchecked_range",
 ]
 
-WEIGHTS_ENV = "TANGENTLENS_WEIGHTS"
+WEIGHTS_ENV = weights.ENV_WEIGHTS
 NET_ALIASES = {"vgg16": "vgg16", "vgg": "vgg16", "alex": "alex", "alexnet": "alex", "squeeze": "squeeze"}
 LINEAR_FILES = {"vgg16": "vgg.pth", "alex": "alex.pth", "squeeze": "squeeze.pth"}
-TRUNK_URLS = {
-    "vgg16": "https://download.pytorch.org/models/vgg16-397923af.pth",
-    "alex": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
-    "squeeze": "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth",
-}
-LINEAR_URL = "https://github.com/richzhang/PerceptualSimilarity/raw/master/lpips/weights/v0.1/{}"
 # The scaling layer: (x - shift) / scale on images in [-1, 1] (ImageNet mean / std of (x + 1) / 2).
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
@@ -73,45 +67,14 @@ PathLike = str | os.PathLike
 InputRange = Literal["-1_1", "0_255"]
 
 
-class WeightsNotFoundError(FileNotFoundError):
-    """A weights file was not found; the message says which file, where we looked and how to get it."""
-
-
-def _search_dirs(kind: Literal["trunk", "linear"], version: str) -> list[Path]:
-    dirs: list[Path] = []
-    for d in os.environ.get(WEIGHTS_ENV, "").split(os.pathsep):
-        if d:
-            dirs += [Path(d), Path(d) / f"v{version}"]
-    dirs.append(Path(torch.hub.get_dir()) / "checkpoints")
-    if kind == "linear":
-        spec = importlib.util.find_spec("lpips")
-        if spec is not None and spec.submodule_search_locations:
-            for loc in spec.submodule_search_locations:
-                dirs.append(Path(loc) / "weights" / f"v{version}")
-    return dirs
-
-
-def find_weights(filename: str, kind: Literal["trunk", "linear"], version: str = "0.1") -> Path:
-    """The first existing ``filename`` along the documented search path; WeightsNotFoundError otherwise."""
-    dirs = _search_dirs(kind, version)
-    for d in dirs:
-        if (d / filename).is_file():
-            return d / filename
-    if kind == "trunk":
-        url = next((u for u in TRUNK_URLS.values() if u.endswith(filename)), None)
-        how = f"download {url}" if url else "get torchvision's ImageNet weights"
-        how += " into the torch hub checkpoint directory (torchvision does this on first use) or"
-    else:
-        how = (
-            f"download {LINEAR_URL.format(filename)} (the lpips package ships it as weights/v{version}/"
-            f"{filename}; `pip install lpips` also works) into"
-        )
-    raise WeightsNotFoundError(
-        f"LPIPS {kind} weights {filename!r} not found. Looked in: "
-        + ", ".join(str(d) for d in dirs)
-        + f". To fix: {how} a directory named in ${WEIGHTS_ENV}, or pass the file's path explicitly "
-        f"({'trunk_weights' if kind == 'trunk' else 'linear_weights'}=...)."
-    )
+def find_weights(filename: str, kind: Literal["trunk", "linear"] = "trunk", version: str = "0.1") -> Path:
+    """The first existing ``filename`` (a registered LPIPS file) along the search order, verified as on
+    load; nothing is downloaded. WeightsNotFoundError otherwise (naming the places and how to get it)."""
+    key = weights.key_for_filename(filename)
+    if key is None or version != "0.1":
+        raise WeightsNotFoundError(f"{filename!r} (v{version}) is not a registered LPIPS weights file")
+    explicit = "trunk_weights=..." if kind == "trunk" else "linear_weights=..."
+    return weights.fetch(key, download=False, explicit=explicit).path
 
 
 def _load_state(source: PathLike | Mapping[str, torch.Tensor], what: str) -> Mapping[str, torch.Tensor]:
@@ -174,6 +137,13 @@ def load_linear_weights(
     if extra:
         raise ValueError(f"linear_weights: unexpected keys {extra} for a {len(channels)}-layer network")
     return out
+
+
+def _explicit_info(given: object) -> dict[str, object]:
+    if isinstance(given, Mapping):
+        return {"file": "a state dict passed in", "source": "explicit"}
+    path = Path(given)  # type: ignore[arg-type]
+    return {"file": path.name, "path": str(path), "source": "explicit"}
 
 
 # Off inside unchecked_range(): callers that check their images' range themselves (the PPL and spectra
@@ -257,8 +227,12 @@ class LPIPS(nn.Module):
     Args:
         net: ``"vgg16"`` (alias ``"vgg"``), ``"alex"`` or ``"squeeze"``.
         version: the linear-layer version; only ``"0.1"`` exists.
-        trunk_weights: a torchvision state-dict file or dict; None searches (module docstring).
-        linear_weights: lpips' linear-layer file or dict; None searches.
+        trunk_weights: a torchvision state-dict file or dict; None finds or downloads torchvision's file
+            (:mod:`tangentlens.weights`).
+        linear_weights: lpips' linear-layer file or dict; None finds or downloads lpips' v0.1 file.
+        download: None downloads missing weight files unless ``$TANGENTLENS_OFFLINE`` is set; False never
+            touches the network (a missing file is an error naming it and where to put it).
+        progress: a progress bar on stderr while downloading.
         eps_mode: ``"lpips"`` (``f / (|f| + 1e-10)``, the lpips package) or ``"torchmetrics"``
             (``f / sqrt(|f|^2 + 1e-8)``); ``eps`` overrides the constant.
         input_range: ``"-1_1"`` (default) or ``"0_255"`` (StyleGAN's convention, mapped by x / 127.5 - 1).
@@ -290,6 +264,8 @@ class LPIPS(nn.Module):
         check_range: bool = True,
         pretrained: bool = True,
         impl: Impl = "auto",
+        download: bool | None = None,
+        progress: bool = True,
     ) -> None:
         super().__init__()
         if not isinstance(check_range, bool):
@@ -310,14 +286,31 @@ class LPIPS(nn.Module):
         # trunk copies in the images' dtype when it differs from the parameters' (not state: never saved)
         self._cast_trunks: dict[torch.dtype, tuple[tuple, list, Trunk]] = {}
         channels = self.trunk.channels
+        #: where the weights came from (named in results: the distance says which weights it used)
+        self.weights_info: dict[str, object] = {}
         if pretrained:
-            if trunk_weights is None:
-                trunk_weights = find_weights(self.trunk.weights_file, "trunk", version)
-            if linear_weights is None:
-                linear_weights = find_weights(LINEAR_FILES[self.net], "linear", version)
+            parts = {"trunk": trunk_weights, "linear": linear_weights}
+            wanted = [part for part, given in parts.items() if given is None]
+            found = weights.fetch_all(
+                [f"{self.net}-{part}" for part in wanted],
+                download=download,
+                progress=progress,
+                explicit=", ".join(f"{part}_weights=..." for part in wanted),
+            )
+            for part, f in zip(wanted, found, strict=True):
+                parts[part] = f.path
+                self.weights_info[part] = f.describe()
+            for part, given in (("trunk", trunk_weights), ("linear", linear_weights)):
+                if given is not None:
+                    self.weights_info[part] = _explicit_info(given)
+            trunk_weights, linear_weights = parts["trunk"], parts["linear"]
+            assert trunk_weights is not None and linear_weights is not None
             load_trunk_weights(self.trunk, trunk_weights)
             lins = load_linear_weights(linear_weights, channels)
         else:
+            self.weights_info = {
+                "random": "seeded random weights (pretrained=False): not a perceptual metric"
+            }
             if trunk_weights is not None or linear_weights is not None:
                 raise ValueError("pretrained=False builds random weights; do not pass weight files with it")
             g = torch.Generator().manual_seed(0)
@@ -335,6 +328,19 @@ class LPIPS(nn.Module):
         self.register_buffer("scale", torch.tensor(SCALE, dtype=torch.float64).reshape(1, 3, 1, 1))
         self.requires_grad_(False)
         self.eval()
+
+    def weights_label(self) -> str:
+        """Which weights, in a few words: ``"torchvision vgg16-397923af.pth + lpips v0.1 vgg.pth"``."""
+        if "random" in self.weights_info:
+            return "random weights (pretrained=False)"
+        parts = []
+        for part, owner in (("trunk", "torchvision"), ("linear", "lpips v0.1")):
+            info = self.weights_info[part]
+            assert isinstance(info, dict)
+            parts.append(
+                f"{owner} {info['file']}" if info["source"] != "explicit" else f"{part} {info['file']}"
+            )
+        return " + ".join(parts)
 
     @property
     def linear_weights(self) -> list[torch.Tensor]:
@@ -485,14 +491,23 @@ class LPIPS(nn.Module):
 
     @staticmethod
     def from_nvidia_torchscript(
-        path: PathLike, *, input_range: InputRange = "-1_1"
+        path: PathLike | None = None,
+        *,
+        input_range: InputRange = "-1_1",
+        download: bool | None = None,
+        progress: bool = True,
     ) -> NvidiaTorchScriptLPIPS:
         """Load NVIDIA's TorchScript ``vgg16.pt`` (the StyleGAN metrics' LPIPS) behind our interface.
+
+        ``path=None`` finds the file (``$TANGENTLENS_WEIGHTS``, torch.hub's cache, NVIDIA's dnnlib cache) or
+        downloads it from NVIDIA's pinned URL (``download``, ``progress``: as :class:`LPIPS`). NVIDIA
+        publishes no digest for it: a found or downloaded file must be a TorchScript archive holding at least
+        VGG16's parameters (:mod:`tangentlens.weights`); an explicit path is used as given.
 
         TorchScript is code: ``torch.jit.load`` runs what the file says, so trust the file as you would a
         pickle. This is the only place tangentlens calls ``torch.jit.load``.
         """
-        return NvidiaTorchScriptLPIPS(path, input_range=input_range)
+        return NvidiaTorchScriptLPIPS(path, input_range=input_range, download=download, progress=progress)
 
 
 class NvidiaTorchScriptLPIPS(nn.Module):
@@ -502,18 +517,35 @@ class NvidiaTorchScriptLPIPS(nn.Module):
     the flattened embedding; images in [-1, 1] are mapped to [0, 255] first (``input_range="-1_1"``).
     """
 
-    def __init__(self, path: PathLike, *, input_range: InputRange = "-1_1") -> None:
+    def __init__(
+        self,
+        path: PathLike | None = None,
+        *,
+        input_range: InputRange = "-1_1",
+        download: bool | None = None,
+        progress: bool = True,
+    ) -> None:
         super().__init__()
-        path = Path(path)
-        if not path.is_file():
-            raise WeightsNotFoundError(
-                f"from_nvidia_torchscript: no such file {str(path)!r}; NVIDIA's LPIPS module is "
-                "https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/metrics/vgg16.pt"
-            )
+        if path is None:
+            found = weights.fetch("nvidia-vgg16", download=download, progress=progress, explicit="path=...")
+            path, self.weights_info = found.path, {"module": found.describe()}
+        else:
+            path = Path(path)
+            if not path.is_file():
+                raise WeightsNotFoundError(
+                    f"from_nvidia_torchscript: no such file {str(path)!r}; NVIDIA's LPIPS module is "
+                    f"{weights.NVIDIA_VGG16_URL}"
+                )
+            self.weights_info = {"module": _explicit_info(path)}
         self.input_range = _check_input_range(input_range)
         self.module = torch.jit.load(str(path), map_location="cpu")
         self.requires_grad_(False)
         self.eval()
+
+    def weights_label(self) -> str:
+        info = self.weights_info["module"]
+        assert isinstance(info, dict)
+        return "NVIDIA vgg16.pt" + ("" if info["source"] != "explicit" else f": {info['path']}")
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         x = _check_image(x, "x")

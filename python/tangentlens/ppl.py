@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import platform
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -33,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tangentlens import _streaming, paths
+from tangentlens import _streaming, ops, paths
 from tangentlens._checks import (
     check_bool,
     check_choice,
@@ -46,7 +47,14 @@ from tangentlens._checks import (
 )
 from tangentlens._fingerprint import fingerprint_of
 from tangentlens.bf16 import auto_precision, native_bf16
-from tangentlens.distances import L2Distance, check_distance_output, evaluate, make_distance
+from tangentlens.distances import (
+    PEER_PRESETS,
+    L2Distance,
+    check_distance_output,
+    evaluate,
+    make_distance,
+    preset_distance,
+)
 from tangentlens.generators.adapters import GeneratorAdapter, OutputRange, adapt
 from tangentlens.generators.outputs import (
     TO_UNIT,
@@ -58,9 +66,10 @@ from tangentlens.generators.outputs import (
 )
 from tangentlens.jvp import PRECISIONS, Precision, _precision
 from tangentlens.jvp import jvp as _engine_jvp
-from tangentlens.lpips import LPIPS, as_rgb, unchecked_range
+from tangentlens.lpips import LPIPS, NvidiaTorchScriptLPIPS, as_rgb, unchecked_range
 
 __all__ = [
+    "NVIDIA_METRICS",
     "PRESETS",
     "DegenerateResultWarning",
     "FiniteDifferenceWarning",
@@ -130,10 +139,15 @@ class PPLProtocol:
 
 
 DEFAULT = PPLProtocol(name="tangentlens")
-# the default protocol's batch on a CPU: small batches keep a layer's activations in cache (at 64² with 128
-# channels, 4 samples per batch ran 1.2x faster than 16 on 2 cores); the batch size changes the result only
-# at float rounding (the kernels round differently per batch shape)
+# the default protocol's batch on a CPU is picked from the measured cost of one forward pass (generator and
+# distance on CPU_BATCH_SIZE samples): the largest power of two whose pass takes at most CPU_BATCH_SECONDS,
+# within [CPU_BATCH_SIZE, CPU_BATCH_MAX]. Costly passes stay at 4 (a layer's activations stay in cache: at
+# 64² with 128 channels, 4 samples per batch ran 1.2x faster than 16 on 2 cores); cheap generators get large
+# batches (the per-call overhead dominates: the demo VAE ran 124 samples/s at 4, 1300-1600 at 256). The
+# batch size changes the result only at float rounding (the kernels round differently per batch shape).
 CPU_BATCH_SIZE = 4
+CPU_BATCH_MAX = 256
+CPU_BATCH_SECONDS = 0.05
 PRESETS: dict[str, PPLProtocol] = {
     # NVIDIA stylegan2-ada-pytorch `ppl2_wend`: W, end, no crop, box to 256, fp32, batch 2 per GPU.
     "stylegan2": PPLProtocol(name="stylegan2", method="fd", batch_size=2, replay="nvidia"),
@@ -173,6 +187,56 @@ PRESETS: dict[str, PPLProtocol] = {
         replay="torch_fidelity",
     ),
 }
+
+
+#: NVIDIA's metric names (stylegan2-ada-pytorch metrics/metric_main.py): the preset and the fields the name
+#: sets; each is 50 000 samples, epsilon 1e-4, batch 2 per GPU, like the presets
+NVIDIA_METRICS: dict[str, tuple[str, dict[str, str]]] = {
+    "ppl2_wend": ("stylegan2", {"space": "w", "sampling": "end"}),  # full image
+    "ppl_zfull": ("stylegan2_crop", {"space": "z", "sampling": "full"}),  # the face crop
+    "ppl_wfull": ("stylegan2_crop", {"space": "w", "sampling": "full"}),
+    "ppl_zend": ("stylegan2_crop", {"space": "z", "sampling": "end"}),
+    "ppl_wend": ("stylegan2_crop", {"space": "w", "sampling": "end"}),
+}
+
+
+def _seconds_per_sample(engine: _Engine, seed: int) -> float:
+    """Seconds per sample of one forward pass (generator, image pipeline, distance) on CPU_BATCH_SIZE
+    samples, timed after a warm-up pass (first calls pay one-off set-up)."""
+    gen, n = engine.gen, CPU_BATCH_SIZE
+    z = ops.philox_normal(seed, 0, n, gen.z_dim, dtype=gen.dtype, device=engine.device)
+    c = gen.labels(seed, 0, n, None, engine.device)
+    noise = gen.noise(seed, 0, n, engine.device)
+    elapsed = math.inf
+    for _ in range(2):
+        t0 = time.perf_counter()
+        with torch.no_grad(), unchecked_range():
+            img = gen.image(gen.transform_z(z), c, noise, "z")
+            x = engine.pipe.linear(img.to(torch.float32) if not img.is_floating_point() else img)
+            evaluate(engine.distance, x, x)
+        elapsed = time.perf_counter() - t0
+    return elapsed / n
+
+
+def _auto_cpu_batch(engine: _Engine, seed: int, checkpoint: str | Path | None, config: dict[str, Any]) -> int:
+    """The default protocol's CPU batch (see CPU_BATCH_SECONDS), the same on every rank (rank 0's) and the
+    checkpoint's when resuming one (a batch size changes the distances at float rounding)."""
+    saved = _streaming.checkpoint_batch_size(checkpoint) if checkpoint is not None else None
+    if saved is not None:
+        config["batch_size_auto"] = {"batch_size": saved, "from_checkpoint": str(checkpoint)}
+        return saved
+    per_sample = _seconds_per_sample(engine, seed)
+    fits = CPU_BATCH_SECONDS / per_sample if per_sample > 0 else math.inf
+    bs = CPU_BATCH_SIZE
+    while bs * 2 <= min(fits, CPU_BATCH_MAX):
+        bs *= 2
+    bs = _streaming.broadcast_int(bs)
+    config["batch_size_auto"] = {
+        "batch_size": bs,
+        "seconds_per_sample": per_sample,
+        "target_seconds_per_pass": CPU_BATCH_SECONDS,
+    }
+    return bs
 
 
 # ---- statistics -----------------------------------------------------------------------------------------
@@ -318,18 +382,27 @@ class PPLResult:
     def samples_per_second(self) -> float:
         return (self.num_samples - self.resumed_from) / self.seconds if self.seconds > 0 else math.nan
 
+    @property
+    def distance(self) -> str:
+        """What the distances were measured with: ``"lpips-vgg16 v0.1 (torchvision vgg16-397923af.pth +
+        lpips v0.1 vgg.pth)"``, ``"lpips-vgg16 (NVIDIA vgg16.pt)"``, ``"l2 (pixels)"``, ..."""
+        d = self.config.get("distance") or {}
+        return str(d.get("label") or d.get("name") or "unknown")
+
     def __str__(self) -> str:
         half = (self.ci_high - self.ci_low) / 2
+        c = self.config
         return (
             f"PPL {self.mean:.4g} (95% CI {self.ci_low:.4g} .. {self.ci_high:.4g}, +-{half:.3g}; "
             f"std {self.std:.4g}; {self.num_kept}/{self.num_samples} samples kept; "
-            f"{self.config.get('preset')}, {self.config.get('space')}/{self.config.get('sampling')}, "
-            f"{self.config.get('method')})"
+            f"preset {c.get('preset')}, {c.get('space')}/{c.get('sampling')}, method {c.get('method')}, "
+            f"precision {c.get('precision')}; distance {self.distance})"
         )
 
     def to_json(self, path: str | Path | None = None, *, include_distances: bool = True) -> str:
         data = {k: v for k, v in asdict(self).items() if k not in ("distances", "kept")}
         data["samples_per_second"] = self.samples_per_second
+        data["summary"] = str(self)  # names the distance, the precision, the method and the preset
         if include_distances:
             data["distances"] = self.distances.tolist()
             data["kept"] = self.kept.tolist()
@@ -345,6 +418,7 @@ class PPLResult:
             text = Path(text_or_path).read_text()
         data = json.loads(text)
         data.pop("samples_per_second", None)
+        data.pop("summary", None)
         d = torch.tensor(data.pop("distances", []), dtype=torch.float64)
         k = torch.tensor(data.pop("kept", []), dtype=torch.bool)
         return cls(distances=d, kept=k, **data)
@@ -354,7 +428,7 @@ class PPLResult:
         import matplotlib.pyplot as plt
 
         if ax is None:
-            _, ax = plt.subplots(figsize=(6, 3.5))
+            _, ax = plt.subplots(figsize=(6, 3.5), layout="constrained")  # axis labels stay inside when saved
         d = self.distances.numpy()
         if d.size == 0:
             raise ValueError(
@@ -487,8 +561,12 @@ def _distance_tangent_sq(distance: Callable, x: torch.Tensor, v: torch.Tensor) -
     return 0.5 * torch.func.jvp(first, (s0,), (torch.ones_like(s0),))[1]
 
 
-def _resolve_distance(distance: object, protocol: PPLProtocol, device: torch.device) -> Callable:
-    if isinstance(distance, str) and (distance.startswith("lpips-") or distance == "auto"):
+def _resolve_distance(
+    distance: object, protocol: PPLProtocol, device: torch.device, preset: str | None
+) -> Callable:
+    if distance == "auto" and preset in PEER_PRESETS:  # a peer's number: its LPIPS, never pixels
+        d = preset_distance(preset, eps_mode=protocol.lpips_eps_mode, method=protocol.method)
+    elif isinstance(distance, str) and (distance.startswith("lpips-") or distance == "auto"):
         d = make_distance(distance, eps_mode=protocol.lpips_eps_mode)
     else:
         d = make_distance(distance)  # type: ignore[arg-type]
@@ -498,15 +576,22 @@ def _resolve_distance(distance: object, protocol: PPLProtocol, device: torch.dev
 
 
 def _describe_distance(distance: Callable) -> dict[str, Any]:
-    """The distance in a result's config and a checkpoint: its name, eps convention and the fingerprint of
-    its parameters (a module) or code, defaults and closure (a function)."""
+    """The distance in a result's config and a checkpoint: its name, eps convention, which weights (and a
+    ``label`` saying both in a few words) and the fingerprint of its parameters (a module) or code,
+    defaults and closure (a function)."""
     if isinstance(distance, L2Distance):
-        return {"name": "l2"}
+        return {"name": "l2", "label": "l2 (pixels)"}
     fp = fingerprint_of(distance)
     if isinstance(distance, LPIPS):
         out = {"name": f"lpips-{distance.net}", "eps": distance.eps, "eps_mode": distance.eps_mode}
+        out["label"] = f"lpips-{distance.net} v0.1 ({distance.weights_label()})"
+        out["weights"] = distance.weights_info
+    elif isinstance(distance, NvidiaTorchScriptLPIPS):
+        out = {"name": "lpips-vgg16-nvidia", "label": f"lpips-vgg16 ({distance.weights_label()})"}
+        out["weights"] = distance.weights_info
     else:
         out = {"name": f"{type(distance).__module__}.{type(distance).__qualname__}"}
+        out["label"] = out["name"]
     out["fingerprint"] = fp.digest
     if fp.unverified is not None:
         out["fingerprint_unverified"] = fp.unverified
@@ -839,7 +924,7 @@ def _resolve(
         protocol = replace(protocol, batch_size=CPU_BATCH_SIZE)
     if protocol.space == "w" and not gen.has_w:
         raise ValueError(f"space='w': the generator ({gen.kind}) has no mapping network; use space='z'")
-    dist = _resolve_distance(distance, protocol, dev)
+    dist = _resolve_distance(distance, protocol, dev, preset)
     notes: list[str] = []
     requested = protocol.precision
     if requested == "auto" and protocol.method == "fd":
@@ -865,7 +950,7 @@ def _resolve(
         float_dtype = next((t.dtype for t in dist.buffers() if t.is_floating_point()), float_dtype)
     elif isinstance(dist, LPIPS):
         float_dtype = dist.lin0.dtype if gen.dtype != torch.float64 else torch.float64
-    rgb = isinstance(dist, LPIPS) or hasattr(dist, "net")
+    rgb = isinstance(dist, (LPIPS, NvidiaTorchScriptLPIPS)) or hasattr(dist, "net")
     pipe = _Pipeline(
         protocol,
         gen.output_range,
@@ -1093,10 +1178,12 @@ def ppl(
             (that path normalised: torchmetrics' ``"slerp_unit"``).
         num_samples: samples to draw (the maximum with ``target_rel_ci``).
         batch_size: samples per forward pass. Default: the preset's, and for tangentlens' protocol 16 on a
-            GPU, ``CPU_BATCH_SIZE`` (4) on a CPU. Each sample's inputs do not depend on it, but the kernels
-            round differently per batch shape: other batch sizes agree to float rounding (about 1e-4
-            relative per sample in float32), the same batch size bit for bit (also on resume, and on any
-            number of processes at that batch per process).
+            GPU; on a CPU the largest power of two in [4, 256] whose forward pass (generator and distance,
+            timed once on 4 samples) takes at most ``CPU_BATCH_SECONDS`` (the config records the choice as
+            ``batch_size_auto``; a resumed checkpoint keeps its batch). Each sample's inputs do not
+            depend on it, but the kernels round differently per batch shape: other batch sizes agree to
+            float rounding (about 1e-4 relative per sample in float32), the same batch size bit for bit
+            (also on resume, and on any number of processes at that batch per process).
         distance: ``"auto"`` (LPIPS-VGG16 when its weights are found, else pixels with a warning),
             ``"lpips-vgg16"``, ``"l2"``, an LPIPS module or a callable ``d(x0, x1) -> [N]``.
         seed: sample i's latents, t, labels and noise derive from (seed, i) only, whatever the batch size,
@@ -1149,6 +1236,11 @@ def ppl(
         output_range=output_range,
         check_range=check_range,
     )
+    if preset is None and batch_size is None and engine.device.type == "cpu":
+        engine.protocol = replace(
+            engine.protocol, batch_size=_auto_cpu_batch(engine, seed, checkpoint, config)
+        )
+        config["batch_size"] = engine.protocol.batch_size
     p = engine.protocol
     if p.num_samples is None:
         raise ValueError(f"num_samples: the preset {preset!r} has no default; pass num_samples")
@@ -1185,8 +1277,10 @@ def ppl(
         return n > 1 and 1.96 * st["sem"] <= target_rel_ci * abs(st["mean"])  # type: ignore[operator]
 
     # what determines the rows (a checkpoint must match it); num_samples may grow on resume
-    ckpt_config = {k: v for k, v in config.items() if k not in ("num_samples", "notes")}
+    ckpt_config = {k: v for k, v in config.items() if k not in ("num_samples", "notes", "batch_size_auto")}
     ckpt_config["generator"] = {k: v for k, v in config["generator"].items() if k != "notes"}
+    # where the weights were found may change between runs (downloaded, then cached); the fingerprint stays
+    ckpt_config["distance"] = {k: v for k, v in config["distance"].items() if k not in ("weights", "label")}
     unverified = [
         f"{what}: {part['fingerprint_unverified']}"
         for what, part in (("generator", config["generator"]), ("distance", config["distance"]))

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import tangentlens
-from tangentlens.cli import demo, geodesic, info, linear_gaussian, ppl, spectrum
+from tangentlens.cli import demo, geodesic, info, linear_gaussian, metrics, ppl, spectrum, weights
 from tangentlens.cli._common import USER_ERRORS, HelpFormatter, UsageError, load_generator
 
 __all__ = ["UsageError", "build_parser", "load_generator", "main"]
@@ -35,6 +35,8 @@ _COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     ppl.add,
     spectrum.add,
     geodesic.add,
+    metrics.add,
+    weights.add,
     demo.add,
 ]
 
@@ -95,6 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return EXIT_USER_ERROR
+    # the command line as given (a command may start more processes running it)
+    args.argv = args_list + (["--debug"] if debug else [])
     prog = f"tangentlens {args.command}"
     try:
         with _plain_warnings():

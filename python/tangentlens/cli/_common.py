@@ -16,15 +16,27 @@ from pathlib import Path
 from tangentlens.generators.nvidia import UnsupportedGeneratorError
 
 __all__ = [
+    "GENERATOR_HELP",
     "USER_ERRORS",
     "UsageError",
     "HelpFormatter",
+    "add_generator_options",
     "add_run_options",
+    "add_weights_options",
+    "apply_offline",
     "check_output_path",
+    "generator_from_args",
+    "load_array",
     "load_generator",
     "run_options",
     "write_result",
 ]
+
+#: what every command's --generator / --network accepts (load_generator)
+GENERATOR_HELP = (
+    "file.pkl (an NVIDIA StyleGAN2 or StyleGAN3 network pickle, read without running its code), "
+    "module:attr or path/file.py:attr (a generator object, or a class / zero-argument function returning one)"
+)
 
 
 class UsageError(ValueError):
@@ -60,6 +72,12 @@ class HelpFormatter(argparse.HelpFormatter):
         ):
             text += " (default: %(default)s)"
         return text
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        # an "examples:" epilog keeps its lines (command lines must not be re-flowed into one paragraph)
+        if text.startswith("examples:"):
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 def _seconds(text: str) -> float:
@@ -97,6 +115,99 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         help="resume a checkpoint even though the generator or distance cannot be fingerprinted reliably",
     )
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: the generator's)")
+
+
+def add_generator_options(p: argparse.ArgumentParser) -> None:
+    """``--generator`` (alias ``--network``, calc_metrics.py's name), ``--pkl-key``,
+    ``--allow-unsafe-pickle``."""
+    p.add_argument(
+        "--generator", "--network", dest="generator", required=True, metavar="SPEC", help=GENERATOR_HELP
+    )
+    p.add_argument("--pkl-key", default="G_ema", help="network in the .pkl")
+    p.add_argument(
+        "--allow-unsafe-pickle",
+        action="store_true",
+        help="unpickle with pickle.load (RUNS code from the file)",
+    )
+
+
+def generator_from_args(args: argparse.Namespace) -> object:
+    return load_generator(args.generator, key=args.pkl_key, allow_unsafe_pickle=args.allow_unsafe_pickle)
+
+
+def add_weights_options(p: argparse.ArgumentParser, nvidia: bool = False) -> None:
+    """Where the perceptual distance's weights come from (docs/lpips.md): explicit files, offline mode."""
+    p.add_argument(
+        "--trunk-weights", metavar="PATH", help="torchvision's trunk state dict (e.g. vgg16-397923af.pth)"
+    )
+    p.add_argument("--linear-weights", metavar="PATH", help="lpips' v0.1 linear layers (e.g. vgg.pth)")
+    if nvidia:
+        p.add_argument(
+            "--nvidia-vgg16",
+            metavar="PATH",
+            help="NVIDIA's TorchScript vgg16.pt as the distance (TorchScript is code: a file you trust)",
+        )
+    p.add_argument(
+        "--offline",
+        action="store_true",
+        help="never download weights (as $TANGENTLENS_OFFLINE=1): a missing file is an error naming it",
+    )
+
+
+def apply_offline(args: argparse.Namespace) -> None:
+    """``--offline``: set ``$TANGENTLENS_OFFLINE`` for this process (and the processes it starts)."""
+    if getattr(args, "offline", False):
+        from tangentlens.weights import ENV_OFFLINE
+
+        os.environ[ENV_OFFLINE] = "1"
+
+
+def load_array(spec: str, option: str) -> object:
+    """A numpy array from ``.npy``, ``.npz`` (``PATH`` with one array, or ``PATH:KEY``) or ``.pt``
+    (``torch.load(weights_only=True)``: a tensor, or ``PATH:KEY`` of a dict of tensors). Nothing is
+    unpickled."""
+    import numpy as np
+
+    path, key = spec, None
+    for ext in (".npz", ".pt", ".pth"):
+        head, sep, tail = spec.rpartition(":")
+        if sep and head.endswith(ext) and tail:
+            path, key = head, tail
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"{option} {spec}: no such file")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".npy":
+            data: object = np.load(p, allow_pickle=False)
+        elif suffix == ".npz":
+            with np.load(p, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        elif suffix in (".pt", ".pth"):
+            import torch
+
+            data = torch.load(p, map_location="cpu", weights_only=True)
+        else:
+            raise UsageError(f"{option} {spec}: expected a .npy, .npz or .pt file")
+    except (ValueError, OSError, pickle.UnpicklingError, RuntimeError) as exc:
+        if isinstance(exc, UsageError):
+            raise
+        raise UsageError(f"{option} {spec}: cannot be read ({type(exc).__name__}: {exc})") from exc
+    if isinstance(data, dict):
+        if key is None:
+            if len(data) != 1:
+                raise UsageError(f"{option} {spec}: holds {sorted(data)}; name one as {path}:KEY")
+            key = next(iter(data))
+        if key not in data:
+            raise UsageError(f"{option} {spec}: no array {key!r} (found {sorted(data)})")
+        data = data[key]
+    elif key is not None:
+        raise UsageError(f"{option} {spec}: holds one array, not a dict: give the path without :{key}")
+    if hasattr(data, "detach"):
+        data = data.detach().cpu().numpy()  # type: ignore[union-attr]
+    if not isinstance(data, np.ndarray):
+        raise UsageError(f"{option} {spec}: expected an array, got {type(data).__name__}")
+    return data
 
 
 def run_options(args: argparse.Namespace) -> dict[str, object]:

@@ -6,9 +6,13 @@ import argparse
 import json
 
 from tangentlens.cli._common import (
+    UsageError,
+    add_generator_options,
     add_run_options,
+    add_weights_options,
+    apply_offline,
     check_output_path,
-    load_generator,
+    generator_from_args,
     run_options,
     write_result,
 )
@@ -17,17 +21,17 @@ from tangentlens.jvp import PRECISIONS
 
 def add(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "spectrum", help="spectra of the latent metric M = JᵀJ over many latent points (SPEC §5)"
+        "spectrum",
+        help="spectra of the latent metric M = JᵀJ over many latent points (SPEC §5)",
+        description="Spectra of the latent metric M = JᵀJ of F = φ∘G over many latent points (SPEC §5, "
+        "docs/spectra.md): the aggregate statistics on stdout, the per-point rows with --json. LPIPS "
+        "distances find or download their weights on first use (docs/lpips.md; --offline never downloads).",
     )
-    p.add_argument(
-        "--generator",
-        required=True,
-        metavar="MODULE:ATTR",
-        help="a generator object (mapping/synthesis) or a zero-argument factory returning one",
-    )
+    add_generator_options(p)
     p.add_argument("--points", type=int, default=1000, help="number of latent points")
     p.add_argument("--k", type=int, default=32, help="top eigenvalues per point; 0 = all")
     p.add_argument("--distance", default="l2", help="l2, lpips-vgg16, lpips-alex, lpips-squeeze")
+    add_weights_options(p)
     p.add_argument("--space", default="z", choices=["z", "w", "w+"], help="latent space of the points")
     p.add_argument(
         "--method", default="auto", choices=["auto", "full", "randomized", "lanczos"], help="eigensolver"
@@ -46,9 +50,23 @@ def add(sub: argparse._SubParsersAction) -> None:
     def run(args: argparse.Namespace) -> int:
         from tangentlens import spectra
 
+        apply_offline(args)
         json_path = check_output_path(args.json, "--json")
         check_output_path(args.checkpoint, "--checkpoint")
-        obj = load_generator(args.generator)
+        distance: object = args.distance
+        if args.trunk_weights or args.linear_weights:
+            if not args.distance.startswith("lpips-"):
+                raise UsageError(
+                    f"--trunk-weights / --linear-weights: need --distance lpips-..., got {args.distance}"
+                )
+            from tangentlens.lpips import LPIPS
+
+            distance = LPIPS(
+                args.distance.removeprefix("lpips-"),
+                trunk_weights=args.trunk_weights,
+                linear_weights=args.linear_weights,
+            )
+        obj = generator_from_args(args)
         if hasattr(obj, "eval"):
             obj.eval()
         if args.device is not None and hasattr(obj, "to"):
@@ -58,7 +76,7 @@ def add(sub: argparse._SubParsersAction) -> None:
             args.points,
             args.seed,
             k=args.k or None,
-            distance=args.distance,
+            distance=distance,
             space=args.space,
             method=args.method,
             tol=args.tol,

@@ -154,7 +154,7 @@ class ScanResult:
         import matplotlib.pyplot as plt
 
         if ax is None:
-            _, ax = plt.subplots(figsize=(5, 3.5))
+            _, ax = plt.subplots(figsize=(5, 3.5), layout="constrained")  # axis labels stay inside when saved
         lam = self.eigenvalues.double()
         # float64 rounding level: exact zeros (e.g. z's radial direction, which the mapping normalises
         # away) would stretch the log axis over hundreds of decades
@@ -184,7 +184,7 @@ class ScanResult:
                 "store_eigenvectors=True))"
             )
         if ax is None:
-            _, ax = plt.subplots(figsize=(4.5, 4))
+            _, ax = plt.subplots(figsize=(4.5, 4), layout="constrained")  # axis labels stay inside when saved
         A = self.eigenvectors.double().abs().mean(0)
         if transpose:
             A = A.T
@@ -327,6 +327,7 @@ def scan(
         checkpoint_every=checkpoint_every,
         progress=progress,
         desc="tangentlens spectrum",
+        unit="point",
         device=device,
         unverified=unverified,
         resume_unverified=resume_unverified,
