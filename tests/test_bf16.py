@@ -20,7 +20,7 @@ from tangentlens.models import StyleGAN2Generator
 from tangentlens.ppl import ppl, ppl_distances
 
 # the modules (tangentlens.ppl and tangentlens.jvp are the functions)
-ppl_module = importlib.import_module("tangentlens.ppl")
+ppl_module = importlib.import_module("tangentlens.ppl.run")  # where the auto decision is made
 jvp_module = importlib.import_module("tangentlens.jvp")
 BF16_ULP = 2.0**-7  # relative spacing of bf16 values (8-bit significand)
 

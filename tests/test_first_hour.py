@@ -88,7 +88,7 @@ def test_cpu_batch_is_picked_from_the_measured_cost(monkeypatch):
     batch wins, and the distances agree with another batch size to float rounding."""
     import importlib
 
-    ppl_module = importlib.import_module("tangentlens.ppl")  # tangentlens.ppl is also the function
+    ppl_module = importlib.import_module("tangentlens.ppl.run")  # where the CPU batch is picked
 
     G = _linear_generator()
     kw = dict(z_dim=3, space="z", distance="l2", num_samples=40, progress=False, bootstrap=0, seed=2)
@@ -126,7 +126,7 @@ def test_auto_cpu_batch_resumes_with_the_checkpoints_batch(tmp_path, monkeypatch
     size changes the distances at float rounding), and gives the identical result."""
     import importlib
 
-    ppl_module = importlib.import_module("tangentlens.ppl")
+    ppl_module = importlib.import_module("tangentlens.ppl.run")
     G = _linear_generator()
     ckpt = tmp_path / "run.ckpt"
     kw = dict(z_dim=3, space="z", distance="l2", progress=False, bootstrap=0, seed=4, checkpoint=ckpt)

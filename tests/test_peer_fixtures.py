@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from tangentlens.lpips import LPIPS
-from tangentlens.ppl import PRESETS, FiniteDifferenceWarning, _Pipeline, ppl_distances
+from tangentlens.ppl import PRESETS, FiniteDifferenceWarning, ppl_distances
+from tangentlens.ppl.engine import _Pipeline
 
 FIXTURES = Path(__file__).parent / "fixtures"
 EPS = 1e-4

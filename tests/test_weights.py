@@ -294,7 +294,7 @@ def test_preset_without_nvidia_module_warns_and_names_its_lpips(weights_server, 
         assert isinstance(d, LPIPS) and d.eps_mode == "outside"
         tm = preset_distance("torchmetrics", eps_mode="torchmetrics", progress=False)
         assert tm.eps_mode == "inside"
-        from tangentlens.ppl import _describe_distance
+        from tangentlens.ppl.engine import _describe_distance
 
         label = _describe_distance(tm)["label"]
         assert label == "lpips-vgg16 v0.1 (torchvision vgg16-397923af.pth + lpips v0.1 vgg.pth)"
