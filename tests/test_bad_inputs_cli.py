@@ -345,7 +345,8 @@ def test_sigkill_then_resume_is_bit_identical(gens, tmp_path) -> None:
     assert (a["mean"], a["ci_low"], a["ci_high"]) == (b["mean"], b["ci_low"], b["ci_high"])
 
 
-def test_resume_unverified_flag(gens, tmp_path, capsys) -> None:
+@pytest.mark.parametrize("command", ["ppl", "geodesic"])
+def test_resume_unverified_flag(gens, tmp_path, capsys, command) -> None:
     f = Path(gens).with_name("counted.py")
     counted = textwrap.dedent(
         """
@@ -361,35 +362,13 @@ def test_resume_unverified_flag(gens, tmp_path, capsys) -> None:
     )
     f.write_text(GENERATORS + "\n" + counted)
     ck = tmp_path / "c.ckpt"
-    base = ["ppl", "--generator", f"{f}:counted", *PLAIN, "--checkpoint", str(ck)]
-    assert main([*base, "--num-samples", "4"]) == 0
+    args, fewer = (
+        (PLAIN, ["--num-samples", "4"]) if command == "ppl" else (["--z-dim", "4", *GEO], ["--pairs", "1"])
+    )
+    base = [command, "--generator", f"{f}:counted", *args, "--checkpoint", str(ck)]
+    assert main([*base, *fewer]) == 0
     capsys.readouterr()
     assert main(base) == 2
     line = _err_line(capsys)
     assert "cannot verify" in line and "--resume-unverified" in line
     assert main([*base, "--resume-unverified"]) == 0
-
-
-def test_geodesic_resume_unverified_flag(gens, tmp_path, capsys) -> None:
-    f = Path(gens).with_name("counted_geo.py")
-    counted = textwrap.dedent(
-        """
-        import itertools
-
-        COUNTER = itertools.count()  # state in C: no reliable fingerprint
-
-
-        def counted(z):
-            _ = COUNTER
-            return plain(z)
-        """
-    )
-    f.write_text(GENERATORS + "\n" + counted)
-    ck = tmp_path / "g.ckpt"
-    base = ["geodesic", "--generator", f"{f}:counted", "--z-dim", "4", *GEO, "--checkpoint", str(ck)]
-    assert main(base) == 0
-    capsys.readouterr()
-    assert main([*base[:-2], "--pairs", "4", "--checkpoint", str(ck)]) == 2
-    line = _err_line(capsys)
-    assert "cannot verify" in line and "--resume-unverified" in line
-    assert main([*base[:-2], "--pairs", "4", "--checkpoint", str(ck), "--resume-unverified"]) == 0
