@@ -1225,6 +1225,34 @@ def test_geodesics_scan_checkpoint_refuses_another_generator(tmp_path) -> None:
         geodesics.scan(as_generator(_scale_gen(2.0), z_dim=4), 4, **kw)
 
 
+def test_geodesic_range_check_never_changes_the_result() -> None:
+    """The range warning of a geodesic is a warning only: check_range=False silences it and the lengths are
+    the same, and it is kept in config['notes']."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loud = run_geo(unit_range_gen)
+    assert sum(issubclass(w.category, GeneratorRangeWarning) for w in caught) == 1
+    assert any("never negative" in n for n in loud.config["notes"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GeneratorRangeWarning)
+        quiet = run_geo(unit_range_gen, check_range=False)
+    assert torch.equal(loud.length, quiet.length) and "notes" not in quiet.config
+
+
+def test_geodesic_nearly_deterministic_generator_is_noted_once() -> None:
+    """Differences between two calls far below a segment of the path (GPU atomics) pass with one note per
+    run, not one per batch."""
+
+    def jitter(z):  # noqa: ANN001, ANN202
+        return lin(z) + 1e-9 * torch.randn(z.shape[0], 3, 8, 8)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # max_iters
+        res = run_geo_scan(jitter, 6)
+    notes = [n for n in res.config["notes"] if "two calls on the same latents" in n]
+    assert len(notes) == 1 and "of a segment of the interpolation path" in notes[0], res.config["notes"]
+
+
 # ---- what the catalogue covers --------------------------------------------------------------------------
 
 
