@@ -513,6 +513,8 @@ RAISES: list[tuple[str, Callable[[], object], type[BaseException], str]] = [
     ),
     ("aggregate-type", lambda: spectra.aggregate([1, 2]), TypeError, "per_point: expected a dict"),
     # geodesics: arguments (checked before the distance is built or the generator called)
+    ("geo-generator", lambda: run_geo(42), TypeError, "^generator: expected a generator .* got int"),
+    ("geo-scan-generator", lambda: run_geo_scan(42), TypeError, "^generator: expected .* got int"),
     ("geo-points", lambda: run_geo(points=2), ValueError, "points: expected an int >= 3, got 2"),
     ("geo-points-float", lambda: run_geo(points=4.0), TypeError, "points: expected an int >= 3, got 4.0"),
     ("geo-init", lambda: run_geo(init="cubic"), ValueError, "init: expected one of 'lerp', 'slerp'"),

@@ -30,7 +30,7 @@ from tangentlens.reference.lpips import normalization_tangent
 _adapters: weakref.WeakKeyDictionary[Any, GeneratorAdapter] = weakref.WeakKeyDictionary()
 
 
-def _adapter(obj: object, z_dim: int | None) -> GeneratorAdapter:
+def _adapter(obj: object, z_dim: int | None, name: str = "fn_or_generator") -> GeneratorAdapter:
     if isinstance(obj, GeneratorAdapter):
         return obj
     try:
@@ -39,7 +39,7 @@ def _adapter(obj: object, z_dim: int | None) -> GeneratorAdapter:
         pass
     if not callable(obj) and not (hasattr(obj, "mapping") and hasattr(obj, "synthesis")):
         raise TypeError(
-            "fn_or_generator: expected a generator (anything tangentlens.generators.as_generator takes: "
+            f"{name}: expected a generator (anything tangentlens.generators.as_generator takes: "
             f"mapping/synthesis, decode, ...) or a callable z -> tensor, got {type(obj).__name__}"
         )
     try:
@@ -97,13 +97,14 @@ class _Operator:
         precision: str,
         chunk_size: int | None,
         z_dim: int | None = None,
+        name: str = "fn_or_generator",
     ) -> None:
         _check_choice(space, "space", ("z", "w", "w+"))
         _check_choice(precision, "precision", PRECISIONS)
         if chunk_size is not None:
             _check_int(chunk_size, "chunk_size", 1)
         self.precision, self.chunk_size, self.space = precision, chunk_size, space
-        self.adapter = _adapter(fn_or_generator, z_dim)
+        self.adapter = _adapter(fn_or_generator, z_dim, name)
         self.gen, self.dim = self.adapter.latent_function(space)  # type: ignore[arg-type]
         if isinstance(distance, str) and distance != "l2":
             from tangentlens.distances import make_distance

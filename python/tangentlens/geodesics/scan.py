@@ -116,7 +116,13 @@ def scan(
     if z_dim is not None:
         z_dim = _check_int(z_dim, "z_dim", 1)
     op = _Operator(
-        _generator(generator, z_dim, output_range, None), distance, space, precision, chunk_size, z_dim=z_dim
+        _generator(generator, z_dim, output_range, None),
+        distance,
+        space,
+        precision,
+        chunk_size,
+        z_dim=z_dim,
+        name="generator",
     )
     ad = op.adapter
     if isinstance(ad.module, nn.Module):

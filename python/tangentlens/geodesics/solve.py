@@ -201,7 +201,13 @@ def geodesic(
         check_tensor(z, name, shape="[B, d]", floating=True)
     width = _width(z0)
     op = _Operator(
-        _generator(generator, z_dim, output_range, width), distance, space, precision, chunk_size, z_dim=width
+        _generator(generator, z_dim, output_range, width),
+        distance,
+        space,
+        precision,
+        chunk_size,
+        z_dim=width,
+        name="generator",
     )
     if isinstance(op.adapter.module, nn.Module):
         op.adapter.module.eval()
