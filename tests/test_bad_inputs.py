@@ -593,7 +593,7 @@ RAISES: list[tuple[str, Callable[[], object], type[BaseException], str]] = [
         "geo-nondeterministic",
         lambda: run_geo(noisy_gen),
         NondeterministicGeneratorError,
-        "same latents.*a segment of the interpolation path.*chase the noise",
+        "same latents.*a quarter of the path from z0 to z1.*chase the noise",
     ),
     (
         "geo-rounded",
@@ -1252,7 +1252,7 @@ def test_geodesic_nearly_deterministic_generator_is_noted_once() -> None:
         warnings.simplefilter("ignore", RuntimeWarning)  # max_iters
         res = run_geo_scan(jitter, 6)
     notes = [n for n in res.config["notes"] if "two calls on the same latents" in n]
-    assert len(notes) == 1 and "of a segment of the interpolation path" in notes[0], res.config["notes"]
+    assert len(notes) == 1 and "of a quarter of the path from z0 to z1" in notes[0], res.config["notes"]
 
 
 # ---- what the catalogue covers --------------------------------------------------------------------------

@@ -107,7 +107,7 @@ def probe(
         again,
         (img1.double() - img0.double()) / (n - 1),
         op.adapter.kind,
-        step_name="a segment of the interpolation path",
+        step_name="a quarter of the path from z0 to z1",
         consequence=RANDOMNESS,
     )
     if note is not None and not any(n.startswith(_NOTE_START) for n in notes):  # one per run
