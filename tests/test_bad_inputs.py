@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 
-from tangentlens import _extension, linear_gaussian, ops, paths, spectra
+from tangentlens import _extension, geodesics, linear_gaussian, ops, paths, spectra
 from tangentlens._streaming import CheckpointError
 from tangentlens.distances import DistanceOutputError
 from tangentlens.generators import NvidiaPickleError, as_generator, load_stylegan2_pkl
@@ -151,6 +151,28 @@ def list_distance(x0, x1):  # noqa: ANN001, ANN201
 
 def _hz(n: int = 2, d: int = 4) -> torch.Tensor:
     return torch.randn(n, d, generator=torch.Generator().manual_seed(3))
+
+
+def run_geo(gen: object = lin, z0: object = Z, z1: object = Z1, **kw: object) -> object:
+    """A cheap geodesic: 3 points, 2 iterations, no refinement, pixel distance."""
+    args = dict(distance="l2", points=3, max_iters=2, refine=False)
+    args.update(kw)
+    return geodesics.geodesic(gen, z0, z1, **args)
+
+
+def run_geo_scan(gen: object = lin, num_pairs: int = 4, **kw: object) -> object:
+    args = dict(z_dim=4, distance="l2", points=3, max_iters=2, refine=False, batch_size=2, progress=False)
+    args.update(kw)
+    return geodesics.scan(gen, num_pairs, **args)
+
+
+def detach_gen(z):  # noqa: ANN001, ANN201  (the images carry no derivative)
+    return lin(z).detach()
+
+
+def nan_at_origin_gen(z):  # noqa: ANN001, ANN201  (NaN images at z = 0 only: inside the path, not at its ends)
+    bad = (z.norm(dim=1) < 1e-6).reshape(-1, 1, 1, 1)
+    return torch.where(bad, float("nan"), lin(z))
 
 
 # (id, call, exception type, regex the message must match: it names the argument or the sample)
@@ -490,6 +512,145 @@ RAISES: list[tuple[str, Callable[[], object], type[BaseException], str]] = [
         "quadratic_forms: expected",
     ),
     ("aggregate-type", lambda: spectra.aggregate([1, 2]), TypeError, "per_point: expected a dict"),
+    # geodesics: arguments (checked before the distance is built or the generator called)
+    ("geo-generator", lambda: run_geo(42), TypeError, "^generator: expected a generator .* got int"),
+    ("geo-scan-generator", lambda: run_geo_scan(42), TypeError, "^generator: expected .* got int"),
+    ("geo-points", lambda: run_geo(points=2), ValueError, "points: expected an int >= 3, got 2"),
+    ("geo-points-float", lambda: run_geo(points=4.0), TypeError, "points: expected an int >= 3, got 4.0"),
+    ("geo-init", lambda: run_geo(init="cubic"), ValueError, "init: expected one of 'lerp', 'slerp'"),
+    ("geo-constrain", lambda: run_geo(constrain="ball"), ValueError, "constrain: expected one of 'none'"),
+    ("geo-method", lambda: run_geo(method="adam"), ValueError, "method: expected one of 'lbfgs'"),
+    ("geo-tol-zero", lambda: run_geo(tol=0), ValueError, r"tol: expected a number in \(0, 1\), got 0"),
+    ("geo-tol-one", lambda: run_geo(tol=1.0), ValueError, r"tol: expected a number in \(0, 1\)"),
+    ("geo-tol-nan", lambda: run_geo(tol=float("nan")), ValueError, "tol: expected .* got nan"),
+    ("geo-tol-str", lambda: run_geo(tol="1e-4"), TypeError, "tol: expected .* got '1e-4'"),
+    ("geo-max_iters", lambda: run_geo(max_iters=0), ValueError, "max_iters: expected an int >= 1, got 0"),
+    ("geo-refine", lambda: run_geo(refine=1), TypeError, "refine: expected True or False, got 1"),
+    ("geo-memory", lambda: run_geo(memory=0), ValueError, "memory: expected an int >= 1"),
+    ("geo-batch_size", lambda: run_geo(batch_size=0), ValueError, "batch_size: expected an int >= 1"),
+    ("geo-space", lambda: run_geo(space="x"), ValueError, "space: expected one of"),
+    ("geo-space-w-callable", lambda: run_geo(space="w"), ValueError, "space: 'w' needs a generator"),
+    ("geo-precision", lambda: run_geo(precision="fp8"), ValueError, "precision: expected one of"),
+    ("geo-chunk_size", lambda: run_geo(chunk_size=0), ValueError, "chunk_size: expected an int >= 1"),
+    ("geo-distance-name", lambda: run_geo(distance="lpips-resnet"), ValueError, "distance: expected 'lpips"),
+    ("geo-distance-type", lambda: run_geo(distance=3), TypeError, "distance: expected"),
+    ("geo-z_dim-zero", lambda: run_geo(z_dim=0), ValueError, "z_dim: expected an int >= 1, got 0"),
+    ("geo-z_dim-mismatch", lambda: run_geo(z_dim=5), ValueError, r"z0: expected \[B, 5\] .* got \(4, 4\)"),
+    ("geo-output_range", lambda: run_geo(output_range="0_2"), ValueError, "output_range: expected one of"),
+    ("geo-check_range", lambda: run_geo(check_range=1), TypeError, "check_range: expected True or False"),
+    ("geo-z0-type", lambda: run_geo(z0=[[0.0] * 4]), TypeError, r"z0: expected a tensor \[B, d\], got list"),
+    ("geo-z0-int", lambda: run_geo(z0=Z.long()), TypeError, "z0: expected a floating-point tensor"),
+    ("geo-z0-1d", lambda: run_geo(z0=Z[0], z1=Z1[0]), ValueError, r"z0: expected points \[B, d\]"),
+    (
+        "geo-z0-nan",
+        lambda: run_geo(z0=Z.clone().index_fill_(0, torch.tensor([2]), float("nan"))),
+        ValueError,
+        r"z0: expected finite values, got NaN values at rows \[2\]",
+    ),
+    ("geo-z1-inf", lambda: run_geo(z1=Z1 / 0), ValueError, "z1: expected finite values, got inf values"),
+    ("geo-z1-shape", lambda: run_geo(z1=Z1[:3]), ValueError, "z1: expected the shape of z0"),
+    (
+        "geo-sphere-zero",
+        lambda: run_geo(z0=Z.clone().index_fill_(0, torch.tensor([1]), 0.0), constrain="sphere"),
+        ValueError,
+        r"constrain='sphere': expected non-zero endpoints.*pairs \[1\]",
+    ),
+    # geodesics: the generator's output at the endpoints and along the path
+    ("geo-tuple", lambda: run_geo(tuple_gen), GeneratorOutputError, "got a tuple of 2"),
+    (
+        "geo-fewer-rows",
+        lambda: run_geo(fewer_rows),
+        GeneratorOutputError,
+        "one row per latent, 4 rows, got 2",
+    ),
+    ("geo-more-rows", lambda: run_geo(more_rows), GeneratorOutputError, "one row per latent"),
+    (
+        "geo-numpy",
+        lambda: run_geo(numpy_gen),
+        GeneratorOutputError,
+        "expected a tensor of images, got ndarray",
+    ),
+    (
+        "geo-uint8",
+        lambda: run_geo(uint8_gen, output_range="0_255"),
+        GeneratorOutputError,
+        "uint8 has no derivative.*geodesics",
+    ),
+    (
+        "geo-z_dim-wrong",
+        lambda: run_geo(wrong_zdim),
+        GeneratorOutputError,
+        r"latents of shape \(4, 4\) \(z_dim=4\)",
+    ),
+    ("geo-nan", lambda: run_geo(nan_gen), FloatingPointError, r"NaN values at sample indices \[2\]"),
+    (
+        "geo-nan-z1",
+        lambda: run_geo(nan_gen, z0=Z1, z1=Z),
+        FloatingPointError,
+        r"NaN values at sample indices \[2\]",
+    ),
+    (
+        "geo-nondeterministic",
+        lambda: run_geo(noisy_gen),
+        NondeterministicGeneratorError,
+        "same latents.*a quarter of the path from z0 to z1.*chase the noise",
+    ),
+    (
+        "geo-rounded",
+        lambda: run_geo(round_gen),
+        GeneratorOutputError,
+        "derivative along the interpolation path that is exactly 0.*efficiency 1",
+    ),
+    ("geo-detached", lambda: run_geo(detach_gen), GeneratorOutputError, "carries no gradient.*a detach"),
+    (
+        "geo-nan-derivative",  # the lerp of z and -z passes z = 0, a probed point
+        lambda: run_geo(sqrt_gen, z1=-Z),
+        FloatingPointError,
+        r"derivative along the interpolation path: NaN values at pairs \[0, 1, 2, 3\]",
+    ),
+    (
+        "geo-nan-gradient",  # z = 0 at t = 1/3: a point of the path, not a probed one
+        lambda: run_geo(sqrt_gen, z1=-2 * Z, points=4),
+        FloatingPointError,
+        r"NaN or inf in the energy's gradient at pairs \[0, 1, 2, 3\]",
+    ),
+    (
+        "geo-nan-inside",  # NaN images at t = 1/3 only
+        lambda: run_geo(nan_at_origin_gen, z1=-2 * Z, points=4),
+        FloatingPointError,
+        r"geodesic: (interp_)?length: NaN values at pairs \[0, 1, 2, 3\]",
+    ),
+    # geodesics.scan
+    ("geo-scan-num_pairs", lambda: run_geo_scan(num_pairs=0), ValueError, "num_pairs: expected an int >= 1"),
+    (
+        "geo-scan-batch_size",
+        lambda: run_geo_scan(batch_size=0),
+        ValueError,
+        "batch_size: expected an int >= 1",
+    ),
+    ("geo-scan-seed", lambda: run_geo_scan(seed=-1), ValueError, r"seed: expected an int in \[0, 2\*\*64\)"),
+    ("geo-scan-tol", lambda: run_geo_scan(tol=2), ValueError, r"tol: expected a number in \(0, 1\)"),
+    ("geo-scan-points", lambda: run_geo_scan(points=1), ValueError, "points: expected an int >= 3"),
+    ("geo-scan-checkpoint_every", lambda: run_geo_scan(checkpoint_every=-1), ValueError, "checkpoint_every"),
+    ("geo-scan-store_paths", lambda: run_geo_scan(store_paths=1), TypeError, "store_paths: expected True or"),
+    ("geo-scan-check_range", lambda: run_geo_scan(check_range="no"), TypeError, "check_range: expected"),
+    ("geo-scan-resume_unverified", lambda: run_geo_scan(resume_unverified=1), TypeError, "resume_unverified"),
+    ("geo-scan-dtype", lambda: run_geo_scan(dtype=torch.int32), TypeError, "dtype: expected one of float16"),
+    ("geo-scan-output_range", lambda: run_geo_scan(output_range="0_2"), ValueError, "output_range: expected"),
+    ("geo-scan-z_dim-missing", lambda: run_geo_scan(z_dim=None), ValueError, "z_dim: a plain callable"),
+    (
+        "geo-scan-nan",
+        lambda: run_geo_scan(nan_gen, 3, batch_size=4),
+        FloatingPointError,
+        r"NaN values at sample indices \[2\]",
+    ),
+    (
+        "geo-scan-nondeterministic",
+        lambda: run_geo_scan(noisy_gen),
+        NondeterministicGeneratorError,
+        "same latents",
+    ),
+    ("geo-scan-fewer-rows", lambda: run_geo_scan(fewer_rows), GeneratorOutputError, "one row per latent"),
     # LPIPS
     (
         "lpips-0_255-as-1_1",
@@ -760,6 +921,28 @@ WARNS: list[tuple[str, Callable[[], object], type[Warning], str]] = [
         "range-spectrum-lpips",  # a warning from the engine, not LPIPS's own error
         lambda: spectra.spectrum(
             lambda z: torch.nn.functional.interpolate(byte_range_gen(z), size=(16, 16)), _hz(), distance=LP()
+        ),
+        GeneratorRangeWarning,
+        "output_range='0_255'",
+    ),
+    (
+        "range-geodesic",
+        lambda: run_geo(unit_range_gen),
+        GeneratorRangeWarning,
+        "never negative.*output_range='0_1'.*check_range=False",
+    ),
+    (
+        "range-geodesic-scan",  # one warning per run, not one per batch
+        lambda: run_geo_scan(byte_range_gen, 6),
+        GeneratorRangeWarning,
+        "output_range='0_255'",
+    ),
+    (
+        "range-geodesic-lpips",  # a warning from the engine, not LPIPS's own error
+        lambda: run_geo(
+            lambda z: torch.nn.functional.interpolate(byte_range_gen(z), size=(16, 16)),
+            distance=LP(),
+            max_iters=1,
         ),
         GeneratorRangeWarning,
         "output_range='0_255'",
@@ -1042,6 +1225,34 @@ def test_geodesics_scan_checkpoint_refuses_another_generator(tmp_path) -> None:
     geodesics.scan(as_generator(_scale_gen(1.0), z_dim=4), 2, **kw)
     with pytest.raises(CheckpointError, match="generator"):
         geodesics.scan(as_generator(_scale_gen(2.0), z_dim=4), 4, **kw)
+
+
+def test_geodesic_range_check_never_changes_the_result() -> None:
+    """The range warning of a geodesic is a warning only: check_range=False silences it and the lengths are
+    the same, and it is kept in config['notes']."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        loud = run_geo(unit_range_gen)
+    assert sum(issubclass(w.category, GeneratorRangeWarning) for w in caught) == 1
+    assert any("never negative" in n for n in loud.config["notes"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GeneratorRangeWarning)
+        quiet = run_geo(unit_range_gen, check_range=False)
+    assert torch.equal(loud.length, quiet.length) and "notes" not in quiet.config
+
+
+def test_geodesic_nearly_deterministic_generator_is_noted_once() -> None:
+    """Differences between two calls far below a segment of the path (GPU atomics) pass with one note per
+    run, not one per batch."""
+
+    def jitter(z):  # noqa: ANN001, ANN202
+        return lin(z) + 1e-9 * torch.randn(z.shape[0], 3, 8, 8)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # max_iters
+        res = run_geo_scan(jitter, 6)
+    notes = [n for n in res.config["notes"] if "two calls on the same latents" in n]
+    assert len(notes) == 1 and "of a quarter of the path from z0 to z1" in notes[0], res.config["notes"]
 
 
 # ---- what the catalogue covers --------------------------------------------------------------------------

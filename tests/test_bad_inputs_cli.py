@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -71,6 +72,18 @@ def _err_line(capsys: pytest.CaptureFixture) -> str:
 
 
 PLAIN = ["--z-dim", "4", "--space", "z", "--distance", "l2", "--no-progress", "--num-samples", "8"]
+GEO = [
+    "--distance",
+    "l2",
+    "--pairs",
+    "2",
+    "--points",
+    "3",
+    "--max-iters",
+    "2",
+    "--no-refine",
+    "--no-progress",
+]
 
 
 def test_argument_errors_are_one_line(gens, capsys) -> None:
@@ -109,6 +122,25 @@ def test_argument_errors_are_one_line(gens, capsys) -> None:
             "z_dim: a plain callable",
         ),
         (["spectrum", "--generator", f"{gens}:make", "--k", "-1", "--points", "2"], "k: expected"),
+        (
+            ["geodesic", "--generator", f"{gens}:make", "--pairs", "0", "--no-progress"],
+            "num_pairs: expected an int >= 1, got 0",
+        ),
+        (["geodesic", "--generator", f"{gens}:plain", *GEO], "z_dim: a plain callable"),
+        (["geodesic", "--generator", f"{gens}:plain", *GEO, "--z-dim", "4", "--tol", "0"], "tol: expected a"),
+        (
+            ["geodesic", "--generator", f"{gens}:plain", *GEO, "--z-dim", "4", "--points", "2"],
+            "points: expected",
+        ),
+        (
+            ["geodesic", "--generator", f"{gens}:nan", *GEO, "--z-dim", "4"],
+            r"NaN values at sample indices \[1\]",
+        ),
+        (
+            ["geodesic", "--generator", f"{gens}:plain", *GEO, "--z-dim", "4", "--checkpoint-every", "-5"],
+            "--checkpoint-every: expected a finite",
+        ),
+        (["geodesic", "--generator", "nocolon", *GEO], "--generator: expected 'module:attr'"),
     ]
     import re
 
@@ -140,6 +172,46 @@ def test_output_paths_are_checked_before_the_run(gens, tmp_path, capsys, monkeyp
             assert "cannot create a file" in _err_line(capsys)
     finally:
         ro.chmod(0o700)
+
+
+def test_geodesic_output_paths_are_checked_before_the_run(gens, tmp_path, capsys, monkeypatch) -> None:
+    from tangentlens import geodesics
+
+    def never(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(geodesics, "scan", never)
+    base = ["geodesic", "--generator", f"{gens}:plain", "--z-dim", "4", *GEO]
+    for option, path, message in (
+        ("--json", tmp_path / "missing" / "r.json", "does not exist"),
+        ("--plot", tmp_path, "is a directory"),
+        ("--checkpoint", tmp_path / "missing" / "c.ckpt", "does not exist"),
+    ):
+        assert main([*base, option, str(path)]) == 2
+        line = _err_line(capsys)
+        assert option in line and message in line, line
+
+
+def test_geodesic_run_options(gens, tmp_path, capsys) -> None:
+    """--output-range / --no-check-range reach the engine (one range warning, or none); the JSON records
+    the declared range."""
+    from tangentlens.generators.outputs import GeneratorRangeWarning
+
+    f = Path(gens).with_name("unit.py")
+    f.write_text(GENERATORS + "\n\ndef unit(z):\n    return (plain(z) + 1) / 2\n")
+    base = ["geodesic", "--generator", f"{f}:unit", "--z-dim", "4", *GEO]
+    out = tmp_path / "g.json"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main([*base, "--json", str(out)]) == 0
+    ranges = [w for w in caught if issubclass(w.category, GeneratorRangeWarning)]
+    assert len(ranges) == 1 and "output_range='0_1'" in str(ranges[0].message)
+    assert json.loads(out.read_text())["config"]["output_range"] == "-1_1"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", GeneratorRangeWarning)
+        assert main([*base, "--output-range", "0_1", "--json", str(out)]) == 0
+        assert main([*base, "--no-check-range"]) == 0
+    assert json.loads(out.read_text())["config"]["output_range"] == "0_1"
 
 
 def test_unwritable_json_after_the_run_keeps_the_result(gens, tmp_path, capsys, monkeypatch) -> None:
@@ -273,7 +345,8 @@ def test_sigkill_then_resume_is_bit_identical(gens, tmp_path) -> None:
     assert (a["mean"], a["ci_low"], a["ci_high"]) == (b["mean"], b["ci_low"], b["ci_high"])
 
 
-def test_resume_unverified_flag(gens, tmp_path, capsys) -> None:
+@pytest.mark.parametrize("command", ["ppl", "geodesic"])
+def test_resume_unverified_flag(gens, tmp_path, capsys, command) -> None:
     f = Path(gens).with_name("counted.py")
     counted = textwrap.dedent(
         """
@@ -289,8 +362,11 @@ def test_resume_unverified_flag(gens, tmp_path, capsys) -> None:
     )
     f.write_text(GENERATORS + "\n" + counted)
     ck = tmp_path / "c.ckpt"
-    base = ["ppl", "--generator", f"{f}:counted", *PLAIN, "--checkpoint", str(ck)]
-    assert main([*base, "--num-samples", "4"]) == 0
+    args, fewer = (
+        (PLAIN, ["--num-samples", "4"]) if command == "ppl" else (["--z-dim", "4", *GEO], ["--pairs", "1"])
+    )
+    base = [command, "--generator", f"{f}:counted", *args, "--checkpoint", str(ck)]
+    assert main([*base, *fewer]) == 0
     capsys.readouterr()
     assert main(base) == 2
     line = _err_line(capsys)

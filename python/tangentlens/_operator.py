@@ -3,6 +3,7 @@ at a batch of latent points, shared by :mod:`tangentlens.spectra` and :mod:`tang
 
 from __future__ import annotations
 
+import functools
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -12,10 +13,12 @@ import torch
 from tangentlens import ops
 from tangentlens._checks import check_choice as _check_choice
 from tangentlens._checks import check_int as _check_int
-from tangentlens.generators.adapters import GeneratorAdapter, as_generator
+from tangentlens._checks import check_tensor, nonfinite_rows
+from tangentlens.generators.adapters import GeneratorAdapter, OutputRange, adapt, as_generator
+from tangentlens.generators.outputs import TO_UNIT, RangeMonitor, call_generator, check_finite_images
 from tangentlens.jvp import PRECISIONS, _precision
 from tangentlens.jvp import jvp as _jvp
-from tangentlens.lpips import LPIPS
+from tangentlens.lpips import LPIPS, unchecked_range
 from tangentlens.reference.lpips import normalization_tangent
 
 # ---- the operator: F, J V, Jᵀ U and Grams at a batch of points -----------------------------------------
@@ -27,7 +30,7 @@ from tangentlens.reference.lpips import normalization_tangent
 _adapters: weakref.WeakKeyDictionary[Any, GeneratorAdapter] = weakref.WeakKeyDictionary()
 
 
-def _adapter(obj: object, z_dim: int | None) -> GeneratorAdapter:
+def _adapter(obj: object, z_dim: int | None, name: str = "fn_or_generator") -> GeneratorAdapter:
     if isinstance(obj, GeneratorAdapter):
         return obj
     try:
@@ -36,7 +39,7 @@ def _adapter(obj: object, z_dim: int | None) -> GeneratorAdapter:
         pass
     if not callable(obj) and not (hasattr(obj, "mapping") and hasattr(obj, "synthesis")):
         raise TypeError(
-            "fn_or_generator: expected a generator (anything tangentlens.generators.as_generator takes: "
+            f"{name}: expected a generator (anything tangentlens.generators.as_generator takes: "
             f"mapping/synthesis, decode, ...) or a callable z -> tensor, got {type(obj).__name__}"
         )
     try:
@@ -94,13 +97,14 @@ class _Operator:
         precision: str,
         chunk_size: int | None,
         z_dim: int | None = None,
+        name: str = "fn_or_generator",
     ) -> None:
         _check_choice(space, "space", ("z", "w", "w+"))
         _check_choice(precision, "precision", PRECISIONS)
         if chunk_size is not None:
             _check_int(chunk_size, "chunk_size", 1)
         self.precision, self.chunk_size, self.space = precision, chunk_size, space
-        self.adapter = _adapter(fn_or_generator, z_dim)
+        self.adapter = _adapter(fn_or_generator, z_dim, name)
         self.gen, self.dim = self.adapter.latent_function(space)  # type: ignore[arg-type]
         if isinstance(distance, str) and distance != "l2":
             from tangentlens.distances import make_distance
@@ -120,10 +124,7 @@ class _Operator:
         self.distance_name = _distance_name(distance)
 
     def check_points(self, z: object, name: str = "z") -> torch.Tensor:
-        if not isinstance(z, torch.Tensor):
-            raise TypeError(f"{name}: expected a tensor [B, d], got {type(z).__name__}")
-        if not z.is_floating_point():
-            raise TypeError(f"{name}: expected a floating-point tensor, got {z.dtype}")
+        z = check_tensor(z, name, shape="[B, d]", floating=True)
         if self.space == "w+" and z.dim() == 3:
             z = z.flatten(1)
         if z.dim() != 2 or z.shape[0] < 1:
@@ -132,8 +133,9 @@ class _Operator:
             raise ValueError(
                 f"{name}: expected [B, {self.dim}] for space {self.space!r}, got {tuple(z.shape)}"
             )
-        if not torch.isfinite(z).all():
-            raise ValueError(f"{name}: expected finite values, got NaN or inf")
+        bad = nonfinite_rows(z, name)
+        if bad is not None:
+            raise ValueError(f"{name}: expected finite values, got {bad.removeprefix(name + ': ')}")
         return z.detach().contiguous()
 
     # F itself (reverse mode goes through it)
@@ -216,3 +218,41 @@ class _Operator:
     def mv(self, x: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
         """M v = Jᵀ(J v) for V [B, k, d] -> [B, k, d] float64."""
         return self.jtu(x, self.jv(x, V)).double()
+
+
+# ---- the generator at the boundary: explicit z_dim / output_range, the first-batch probe ------------
+
+
+def _generator(obj: object, z_dim: int | None, output_range: OutputRange | None, width: int | None) -> object:
+    """``obj`` itself (adapted by ``_Operator``, cached per object), or with an explicit ``z_dim`` /
+    ``output_range`` its adapter built with them (checked against an adapter's own values); a plain
+    callable given only ``output_range`` takes the points' ``width`` as its z_dim."""
+    if z_dim is None and output_range is None:
+        return obj
+    return adapt(obj, z_dim=z_dim, output_range=output_range, z_dim_hint=width)
+
+
+def _ranges_checked_here(fn: Callable) -> Callable:
+    """The engine compares the images with the declared range itself (``_probe``: one warning per run,
+    never an error), so LPIPS's own input-range check is off inside ``fn``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with unchecked_range():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def _probe(op: _Operator, x: torch.Tensor, first_index: int, monitor: RangeMonitor | None) -> torch.Tensor:
+    """The generator's images at the points (in [-1, 1], returned), once, by a plain call: a failure inside
+    it names the points' shape (and z_dim), NaN / inf images are named with the points' indices, and the
+    values are compared with the declared output range (one warning per run, never an error)."""
+    ad = op.adapter
+    with torch.no_grad():
+        img = call_generator(op.gen, x, ad.kind, op.space, ad.z_dim)
+    check_finite_images(img, first_index, "generator output")  # type: ignore[arg-type]
+    if monitor is not None:
+        a, b = TO_UNIT[ad.output_range]
+        monitor.observe((img - b) / a, first_index)  # type: ignore[operator]
+    return img  # type: ignore[return-value]

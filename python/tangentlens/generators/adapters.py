@@ -406,7 +406,7 @@ def _check_z_dim(z_dim: object, what: str) -> int:
     if z_dim is None:
         raise ValueError(
             f"z_dim: {what} does not say its latent size; pass z_dim=N (as_generator, ppl, ppl_distances, "
-            "spectrum and scan take it; the CLI --z-dim)"
+            "spectrum, scan and geodesic take it; the CLI --z-dim)"
         )
     return check_int(z_dim, "z_dim", 1)
 

@@ -95,10 +95,10 @@ def check_images(out: object, rows: int, kind: str, *, differentiable: bool) -> 
     if not out.is_floating_point():
         if out.dtype != torch.uint8 or differentiable:
             why = (
-                "has no derivative (the rounding to 256 levels is flat almost everywhere), so method='jvp' "
-                "and "
-                "spectra cannot apply: return the float images before the quantisation (declare their range "
-                "with output_range=), or use method='fd' to reproduce a uint8 protocol"
+                "has no derivative (the rounding to 256 levels is flat almost everywhere), so the exact "
+                "modes (ppl's method='jvp', spectra, geodesics) cannot apply: return the float images "
+                "before the quantisation (declare their range with output_range=), or use ppl's "
+                "method='fd' to reproduce a uint8 protocol"
                 if out.dtype == torch.uint8
                 else "is not an image dtype: return float images (or uint8 for finite differences)"
             )
@@ -185,23 +185,37 @@ class RangeMonitor:
             warnings.warn(msg, GeneratorRangeWarning, stacklevel=4)
 
 
-def check_determinism(first: torch.Tensor, again: torch.Tensor, step: torch.Tensor, kind: str) -> str | None:
-    """``first`` and ``again``: images of the same latents from two calls; ``step``: per-sample finite
-    difference images ``G(p(t + eps)) - G(p(t))``. Bit-identical: None. A difference below
-    ``DETERMINISM_TOLERANCE`` of the step (GPU atomics): a note. Larger: NondeterministicGeneratorError."""
+# what a non-deterministic generator does to finite differences, and the fixes (check_determinism's default)
+FD_RANDOMNESS = (
+    "method='fd' would measure its randomness, not the path (PPL off by orders of magnitude). Make its "
+    "forward deterministic (eval() for dropout, constant noise), or use method='jvp' (one pass per sample: "
+    "noise added inside the forward has no tangent)"
+)
+
+
+def check_determinism(
+    first: torch.Tensor,
+    again: torch.Tensor,
+    step: torch.Tensor,
+    kind: str,
+    *,
+    step_name: str = "the finite-difference step",
+    consequence: str = FD_RANDOMNESS,
+) -> str | None:
+    """``first`` and ``again``: images of the same latents from two calls; ``step``: per-sample image
+    differences the engine measures (``step_name``; finite differences ``G(p(t + eps)) - G(p(t))`` by
+    default). Bit-identical: None. A difference below ``DETERMINISM_TOLERANCE`` of the step (GPU atomics): a
+    note. Larger: NondeterministicGeneratorError, saying what it would do (``consequence``)."""
     if first.shape != again.shape or torch.equal(first, again):
         return None
     gap = float((first.double() - again.double()).abs().max())
     size = float(step.double().flatten(1).abs().amax(1).median()) if step.numel() else 0.0
     if size > 0 and gap <= DETERMINISM_TOLERANCE * size:
         return (
-            f"generator: two calls on the same latents differ by up to {gap:.3g} ({gap / size:.2g} of the "
-            "finite-difference step), e.g. non-deterministic GPU kernels; negligible for the distances"
+            f"generator: two calls on the same latents differ by up to {gap:.3g} ({gap / size:.2g} of "
+            f"{step_name}), e.g. non-deterministic GPU kernels; negligible for the distances"
         )
     raise NondeterministicGeneratorError(
         f"generator ({kind}): two calls on the same latents gave images that differ by up to {gap:.4g}, "
-        f"{'more than' if size > 0 else 'while'} the finite-difference step changes them "
-        f"({size:.4g}): method='fd' would measure its randomness, not the path (PPL off by orders of "
-        "magnitude). Make its forward deterministic (eval() for dropout, constant noise), or use "
-        "method='jvp' (one pass per sample: noise added inside the forward has no tangent)"
+        f"{'more than' if size > 0 else 'while'} {step_name} changes them ({size:.4g}): {consequence}"
     )

@@ -62,8 +62,10 @@ class Solution:
 class Problem:
     """The energy of B curves of n points through the operator's F, endpoints' embeddings fixed."""
 
-    def __init__(self, op: _Operator, x0: torch.Tensor, x1: torch.Tensor, n: int, shell: Shell) -> None:
-        self.op, self.n, self.shell = op, n, shell
+    def __init__(
+        self, op: _Operator, x0: torch.Tensor, x1: torch.Tensor, n: int, shell: Shell, first_index: int = 0
+    ) -> None:
+        self.op, self.n, self.shell, self.first_index = op, n, shell, first_index
         self.dtype, self.device = x0.dtype, x0.device
         with torch.no_grad(), _precision(op.precision, x0.device):  # type: ignore[arg-type]
             e = op.F(torch.cat([x0, x1]))
@@ -72,7 +74,7 @@ class Problem:
 
     def subset(self, idx: torch.Tensor) -> Problem:
         sub = Problem.__new__(Problem)
-        sub.op, sub.n, sub.shell = self.op, self.n, self.shell.subset(idx)
+        sub.op, sub.n, sub.shell, sub.first_index = self.op, self.n, self.shell.subset(idx), self.first_index
         sub.dtype, sub.device = self.dtype, self.device
         sub.e0, sub.e1, sub.evaluations = self.e0[idx], self.e1[idx], 0
         return sub
@@ -80,6 +82,7 @@ class Problem:
     def refined(self) -> Problem:
         sub = Problem.__new__(Problem)
         sub.op, sub.n, sub.shell = self.op, 2 * self.n - 1, self.shell.refined()
+        sub.first_index = self.first_index
         sub.dtype, sub.device = self.dtype, self.device
         sub.e0, sub.e1, sub.evaluations = self.e0, self.e1, 0
         return sub
@@ -110,7 +113,21 @@ class Problem:
             seg = segments(self.full(idx, emb))
             E = energy(seg)
             g = torch.autograd.grad(E.sum(), ut)[0].double() if grad else None
+        if g is not None:
+            self._check_gradient(idx, E, g)
         return E.detach(), seg.detach(), g
+
+    def _check_gradient(self, idx: torch.Tensor, E: torch.Tensor, g: torch.Tensor) -> None:
+        """A finite energy with a NaN / inf gradient would stall the optimiser on its starting path (a
+        wrong length presented as a result): refused, naming the pairs."""
+        bad = torch.isfinite(E) & ~torch.isfinite(g.flatten(1)).all(1)
+        if bool(bad.any()):
+            pairs = (idx[bad] + self.first_index).tolist()[:20]
+            raise FloatingPointError(
+                f"geodesic: NaN or inf in the energy's gradient at pairs {pairs} while the energy is finite "
+                "(the derivative of the generator or the distance is not finite somewhere on the path, e.g. "
+                "sqrt or log at 0, or it overflowed)"
+            )
 
     def curvature(self, idx: torch.Tensor, u: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
         """The Gauss-Newton curvature ``pᵀ H p = 2 (n - 1) Σ_i |J_{i+1} p_{i+1} - J_i p_i|²`` [b] along
@@ -360,6 +377,7 @@ def _gn_system(
         # the radial direction leaves c unchanged: give it unit curvature (its gradient is 0, so is its step)
         scale = torch.diagonal(A, dim1=-2, dim2=-1).mean((-1, -2)).clamp_min(1e-300)
         A = A + scale[:, None, None, None] * (torch.eye(d, dtype=A.dtype, device=A.device) - basis)
+    prob._check_gradient(idx, E, g)
     return E, seg, g, A, Up
 
 

@@ -12,14 +12,17 @@ import torch
 from torch import nn
 
 from tangentlens import _streaming, ops
-from tangentlens._checks import check_bool
+from tangentlens._checks import check_bool, check_float_dtype, check_number
 from tangentlens._checks import check_int as _check_int
 from tangentlens._fingerprint import run_identity
-from tangentlens._operator import _Operator
+from tangentlens._operator import _generator, _Operator
+from tangentlens.generators.adapters import OutputRange
+from tangentlens.generators.outputs import RangeMonitor
+from tangentlens.geodesics.checks import check_settings
 from tangentlens.geodesics.curves import Constrain, Init
 from tangentlens.geodesics.optim import MAX_ITERS
 from tangentlens.geodesics.result import GeodesicScan, efficiency
-from tangentlens.geodesics.solve import Method, geodesic
+from tangentlens.geodesics.solve import Method, solve_pairs
 from tangentlens.jvp import Precision
 
 __all__ = ["STREAM_Z0", "STREAM_Z1", "scan"]
@@ -70,6 +73,8 @@ def scan(
     dtype: torch.dtype | None = None,
     device: torch.device | str | None = None,
     z_dim: int | None = None,
+    output_range: OutputRange | None = None,
+    check_range: bool = True,
     resume_unverified: bool = False,
 ) -> GeodesicScan:
     """Geodesics of ``num_pairs`` pairs of latents (arguments as :func:`geodesic`).
@@ -81,28 +86,15 @@ def scan(
     equals an uninterrupted one; a checkpoint written with other arguments, another generator or distance
     (compared by fingerprint) is refused, and one whose fingerprint cannot be computed reliably is resumed
     only with ``resume_unverified=True``. ``store_paths`` keeps every pair's geodesic ``[n, d]``.
-    ``dtype`` / ``device`` default to the generator's.
+    ``dtype`` / ``device`` default to the generator's. A plain callable z -> tensor needs ``z_dim``; its
+    image range is ``output_range`` (default ``"-1_1"``); ``check_range`` warns at most once per run. Every
+    argument is checked before the run starts, and each batch's endpoints probe the generator as in
+    :func:`geodesic` (docs/geodesics.md, "Errors and warnings").
     """
     _check_int(num_pairs, "num_pairs", 1)
     _check_int(batch_size, "batch_size", 1)
     ops.check_u64(seed, "seed")
-    check_bool(store_paths, "store_paths")
-    check_bool(resume_unverified, "resume_unverified")
-    if isinstance(distance, str) and distance != "l2":
-        from tangentlens.distances import make_distance
-
-        distance = make_distance(distance)  # built once, not per batch
-    if z_dim is not None:
-        z_dim = _check_int(z_dim, "z_dim", 1)
-    op = _Operator(generator, distance, space, precision, chunk_size, z_dim=z_dim)
-    ad = op.adapter
-    if isinstance(ad.module, nn.Module):
-        ad.module.eval()
-    dtype = dtype or ad.dtype
-    dev = torch.device(device) if device is not None else ad.device
-    kwargs = dict(
-        space=space,
-        distance=distance,
+    settings = check_settings(
         points=points,
         init=init,
         constrain=constrain,
@@ -110,13 +102,52 @@ def scan(
         max_iters=max_iters,
         tol=tol,
         refine=refine,
+        memory=10,
+    )
+    check_bool(store_paths, "store_paths")
+    check_bool(progress, "progress")
+    check_bool(check_range, "check_range")
+    check_bool(resume_unverified, "resume_unverified")
+    checkpoint_every = check_number(checkpoint_every, "checkpoint_every", 0)
+    if isinstance(distance, str) and distance != "l2":
+        from tangentlens.distances import make_distance
+
+        distance = make_distance(distance)  # built once, not per batch
+    if z_dim is not None:
+        z_dim = _check_int(z_dim, "z_dim", 1)
+    op = _Operator(
+        _generator(generator, z_dim, output_range, None),
+        distance,
+        space,
+        precision,
+        chunk_size,
+        z_dim=z_dim,
+        name="generator",
+    )
+    ad = op.adapter
+    if isinstance(ad.module, nn.Module):
+        ad.module.eval()
+    if dtype is not None:
+        check_float_dtype(dtype, "dtype")
+    dtype = dtype or ad.dtype
+    dev = torch.device(device) if device is not None else ad.device
+    notes: list[str] = []
+    monitor = RangeMonitor(ad.output_range, check_range, notes)
+    kwargs = dict(
+        space=space,
+        points=settings.points,
+        init=settings.init,
+        constrain=settings.constrain,
+        method=settings.method,
+        max_iters=settings.max_iters,
+        tol=settings.tol,
+        refine=settings.refine,
         precision=precision,
-        chunk_size=chunk_size,
     )
 
     def compute(start: int, count: int) -> dict[str, torch.Tensor]:
         x0, x1 = endpoints(ad, space, seed, start, count, dtype, dev)
-        g = geodesic(ad, x0, x1, **kwargs)  # type: ignore[arg-type]
+        g = solve_pairs(op, x0, x1, settings, monitor, notes, first_index=start)
         rows = {
             "length": g.length,
             "interp_length": g.interp_length,
@@ -143,7 +174,7 @@ def scan(
         "kind": "tangentlens.geodesics.scan",
         **identity,
         "seed": seed,
-        **{k: v for k, v in kwargs.items() if k not in ("distance", "chunk_size")},
+        **kwargs,
         "store_paths": store_paths,
         "dtype": str(dtype),
     }
@@ -164,6 +195,8 @@ def scan(
     out = dict(config)
     out["distance_name"] = op.distance_name
     out["world_size"] = _streaming._dist()[1]
+    if notes:
+        out["notes"] = notes
     result = GeodesicScan(out, res.rows, res.resumed_from, res.seconds)
     stopped = int((result.rows["status"] == MAX_ITERS).sum())
     if "status_fine" in result.rows:

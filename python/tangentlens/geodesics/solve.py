@@ -10,10 +10,11 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from tangentlens._checks import check_choice as _check_choice
-from tangentlens._checks import check_int as _check_int
-from tangentlens._operator import _Operator, _width
-from tangentlens.generators.adapters import fingerprint
+from tangentlens._checks import check_bool, check_int, check_tensor, nonfinite_rows
+from tangentlens._operator import _generator, _Operator, _ranges_checked_here, _width
+from tangentlens.generators.adapters import OutputRange, fingerprint
+from tangentlens.generators.outputs import RangeMonitor
+from tangentlens.geodesics.checks import METHODS, Settings, check_settings, probe
 from tangentlens.geodesics.curves import (
     Constrain,
     Init,
@@ -28,21 +29,13 @@ from tangentlens.geodesics.optim import GN_BYTES, Problem, Solution, gauss_newto
 from tangentlens.geodesics.result import Geodesic, renderer
 from tangentlens.jvp import Precision
 
-__all__ = ["METHODS", "geodesic"]
+__all__ = ["METHODS", "geodesic", "solve_pairs"]
 
 Method = Literal["lbfgs", "gauss-newton"]
-METHODS = ("lbfgs", "gauss-newton")
 MAX_ITERS = {"lbfgs": 500, "gauss-newton": 100}
 
 
-def _check_tol(tol: object) -> float:
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < float(tol) < 1:
-        raise ValueError(f"tol: expected a relative energy tolerance in (0, 1), got {tol!r}")
-    return float(tol)
-
-
 def _check_method(method: str, n: int, D: int, d: int) -> str:
-    _check_choice(method, "method", METHODS)
     if method == "gauss-newton" and (n - 2) * d * D * 12 > GN_BYTES:
         raise ValueError(
             f"method='gauss-newton': the Jacobians of one pair ({n - 2} points x {d} x {D}) exceed the "
@@ -75,11 +68,12 @@ def _group(
     max_iters: int,
     memory: int,
     do_refine: bool,
+    first_index: int = 0,
 ) -> dict[str, Any]:
     """Geodesics of one group of pairs: the interpolation path, the optimised curve, the refinement."""
     interp = interpolation_path(x0, x1, n, init)  # type: ignore[arg-type]
     shell = Shell.for_endpoints(x0, x1, n, constrain)  # type: ignore[arg-type]
-    prob = Problem(op, x0, x1, n, shell)
+    prob = Problem(op, x0, x1, n, shell, first_index)
     seg_i = _interp_numbers(prob, interp)
     sol = _solve(prob, shell.project(interp[:, 1:-1]), method, tol, max_iters, memory)
     path = torch.cat([interp[:, :1], shell.points(sol.params), interp[:, -1:]], dim=1)
@@ -133,6 +127,8 @@ def geodesic(
     precision: Precision = "fp32",
     chunk_size: int | None = None,
     z_dim: int | None = None,
+    output_range: OutputRange | None = None,
+    check_range: bool = True,
 ) -> Geodesic:
     """Discrete geodesics from ``z0`` to ``z1`` (``[B, d]`` each) under the perceptual metric of G.
 
@@ -166,73 +162,145 @@ def geodesic(
             Jacobian jumps between ReLU regions); see :mod:`tangentlens.geodesics.optim` and
             docs/geodesics.md for measurements.
         max_iters: iterations per pair (default 500 for L-BFGS, 100 for Gauss-Newton).
-        tol: relative energy tolerance: a pair converges when its last step lowered E by at most
+        tol: relative energy tolerance in (0, 1): a pair converges when its last step lowered E by at most
             ``tol · E`` and the model predicts at most that much more.
         refine: optimise again at 2n - 1 points (midpoints inserted) and report those lengths too, so
             that the resolution of the length is known (:class:`Geodesic`).
         batch_size: pairs per pass (default: all); a pair's result does not depend on it.
         memory: L-BFGS curvature pairs kept.
         precision, chunk_size: as for :func:`tangentlens.spectrum` (the JVPs' precision and tangent chunks).
-        z_dim: the latent width of a plain callable (default: the endpoints' width).
+        z_dim, output_range: for a plain callable (its latent size, default the endpoints' width; its image
+            range, default ``"-1_1"``), as :func:`tangentlens.generators.as_generator`.
+        check_range: compare the images with the declared range and warn once (never an error).
+
+    Every argument is checked before any work (the message names it). Before the pairs are optimised the
+    generator is probed at the endpoints (:mod:`tangentlens.geodesics.checks`): a failure inside it names
+    the latents' shape and z_dim, a tuple or another number of rows is refused, NaN / inf images name the
+    pairs, a generator whose output is random, or whose derivative along the path is exactly 0 (rounded or
+    detached output) or not finite, is refused, and values unlike the declared range warn once.
 
     Returns:
         a :class:`Geodesic` (its ``images()`` and ``plot()`` render through the generator).
     """
     t0 = time.perf_counter()
+    settings = check_settings(
+        points=points,
+        init=init,
+        constrain=constrain,
+        method=method,
+        max_iters=max_iters,
+        tol=tol,
+        refine=refine,
+        memory=memory,
+    )
+    bs = None if batch_size is None else check_int(batch_size, "batch_size", 1)
+    check_bool(check_range, "check_range")
+    if z_dim is not None:
+        z_dim = check_int(z_dim, "z_dim", 1)
+    for name, z in (("z0", z0), ("z1", z1)):  # before their width is taken for a plain callable's z_dim
+        check_tensor(z, name, shape="[B, d]", floating=True)
     width = _width(z0)
     op = _Operator(
-        generator, distance, space, precision, chunk_size, z_dim=z_dim if z_dim is not None else width
+        _generator(generator, z_dim, output_range, width),
+        distance,
+        space,
+        precision,
+        chunk_size,
+        z_dim=width,
+        name="generator",
     )
     if isinstance(op.adapter.module, nn.Module):
         op.adapter.module.eval()
     x0, x1 = op.check_points(z0, "z0"), op.check_points(z1, "z1")
     if x0.shape != x1.shape:
         raise ValueError(f"z1: expected the shape of z0 {tuple(x0.shape)}, got {tuple(x1.shape)}")
-    n = _check_int(points, "points", 3)
-    _check_choice(init, "init", ("lerp", "slerp"))
-    _check_choice(constrain, "constrain", ("none", "sphere"))
-    tol = _check_tol(tol)
-    if not isinstance(refine, bool):
-        raise TypeError(f"refine: expected a bool, got {type(refine).__name__}")
-    _check_int(memory, "memory", 1)
+    notes: list[str] = []
+    monitor = RangeMonitor(op.adapter.output_range, check_range, notes)
+    g = solve_pairs(op, x0, x1, settings, monitor, notes, batch_size=bs)
+    g.seconds = time.perf_counter() - t0
+    return g
+
+
+@_ranges_checked_here
+def solve_pairs(
+    op: _Operator,
+    x0: torch.Tensor,
+    x1: torch.Tensor,
+    s: Settings,
+    monitor: RangeMonitor | None,
+    notes: list[str],
+    *,
+    first_index: int = 0,
+    batch_size: int | None = None,
+) -> Geodesic:
+    """:func:`geodesic` of checked endpoints x0, x1 [B, d] (pairs ``first_index ..``) through an operator
+    (``scan`` keeps one operator, range monitor and notes for its whole run)."""
+    t0 = time.perf_counter()
+    n = s.points
     B, d = x0.shape
-    bs = B if batch_size is None else _check_int(batch_size, "batch_size", 1)
+    bs = B if batch_size is None else batch_size
     dtype = op.adapter.param_dtype or x0.dtype
-    device = op.adapter.device
-    x0, x1 = x0.to(device, dtype), x1.to(device, dtype)
-    if constrain == "sphere" and bool(((x0.norm(dim=1) == 0) | (x1.norm(dim=1) == 0)).any()):
-        raise ValueError("constrain='sphere': expected non-zero endpoints (a zero latent has no direction)")
+    x0, x1 = x0.to(op.adapter.device, dtype), x1.to(op.adapter.device, dtype)
+    if s.constrain == "sphere":
+        zero = (x0.norm(dim=1) == 0) | (x1.norm(dim=1) == 0)
+        if bool(zero.any()):
+            rows = (torch.nonzero(zero).flatten() + first_index).tolist()[:20]
+            raise ValueError(
+                "constrain='sphere': expected non-zero endpoints (a zero latent has no direction), got a "
+                f"zero z0 or z1 at pairs {rows}"
+            )
+    probe(op, x0, x1, s.init, first_index, monitor, notes)
     with torch.no_grad():
         D = op.F(x0[:1]).shape[1]
-    resolved = _check_method(method, 2 * n - 1 if refine else n, D, d)
-    iters = MAX_ITERS[resolved] if max_iters is None else _check_int(max_iters, "max_iters", 1)
+    resolved = _check_method(s.method, 2 * n - 1 if s.refine else n, D, d)
+    iters = MAX_ITERS[resolved] if s.max_iters is None else s.max_iters
     groups = [
-        _group(op, x0[s : s + bs], x1[s : s + bs], n, init, constrain, resolved, tol, iters, memory, refine)
-        for s in range(0, B, bs)
+        _group(
+            op,
+            x0[i : i + bs],
+            x1[i : i + bs],
+            n,
+            s.init,
+            s.constrain,
+            resolved,
+            s.tol,
+            iters,
+            s.memory,
+            s.refine,
+            first_index + i,
+        )
+        for i in range(0, B, bs)
     ]
     merged = {k: torch.cat([g[k] for g in groups]).cpu() for k in groups[0] if k != "evaluations"}
     for k in ("length", "interp_length", "energy", "interp_energy"):
-        if not torch.isfinite(merged[k]).all():
-            raise FloatingPointError(f"geodesic: non-finite {k} (the generator or distance returned NaN/inf)")
+        bad = nonfinite_rows(merged[k], f"geodesic: {k}", first_index, "pairs")
+        if bad is not None:
+            raise FloatingPointError(
+                f"{bad} (the images at the endpoints are finite: the generator or the distance returned "
+                "NaN / inf along the path)"
+            )
     config = {
-        "space": space,
+        "space": op.space,
         "distance": op.distance_name,
         "points": n,
-        "init": init,
-        "constrain": constrain,
+        "init": s.init,
+        "constrain": s.constrain,
         "method": resolved,
         "max_iters": iters,
-        "tol": tol,
-        "refine": refine,
-        "memory": memory,
-        "precision": precision,
+        "tol": s.tol,
+        "refine": s.refine,
+        "memory": s.memory,
+        "precision": op.precision,
         "dtype": str(dtype).removeprefix("torch."),
         "generator": fingerprint(op.adapter.module),
+        "output_range": op.adapter.output_range,
     }
+    if notes:
+        config["notes"] = list(notes)
     return Geodesic(
         **merged,
         config=config,
         seconds=time.perf_counter() - t0,
         evaluations=sum(int(g["evaluations"]) for g in groups),
-        _render=renderer(op.adapter, space),
+        _render=renderer(op.adapter, op.space),
     )
