@@ -3,9 +3,7 @@ Krylov / subspace iteration on M V = Jᵀ(J V) with exact residual bounds (see t
 
 from __future__ import annotations
 
-import functools
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,11 +18,10 @@ from tangentlens._checks import (
 from tangentlens._checks import check_choice as _check_choice
 from tangentlens._checks import check_int as _check_int
 from tangentlens._checks import check_positive as _check_positive
-from tangentlens._operator import _Operator, _width
-from tangentlens.generators.adapters import OutputRange, adapt
-from tangentlens.generators.outputs import TO_UNIT, RangeMonitor, call_generator, check_finite_images
+from tangentlens._operator import _generator, _Operator, _probe, _ranges_checked_here, _width
+from tangentlens.generators.adapters import OutputRange
+from tangentlens.generators.outputs import RangeMonitor
 from tangentlens.jvp import Precision
-from tangentlens.lpips import unchecked_range
 
 Space = Literal["z", "w", "w+"]
 Method = Literal["auto", "full", "randomized", "lanczos"]
@@ -38,40 +35,6 @@ STREAM_LATENT, STREAM_START, STREAM_PROBE, STREAM_DIRECTIONS = 0, 1, 2, 3
 
 
 # ---- the operator: F, J V, Jᵀ U and Grams at a batch of points -----------------------------------------
-
-
-def _generator(obj: object, z_dim: int | None, output_range: OutputRange | None, width: int | None) -> object:
-    """``obj`` itself (adapted by ``_Operator``, cached per object), or with an explicit ``z_dim`` /
-    ``output_range`` its adapter built with them (checked against an adapter's own values); a plain
-    callable given only ``output_range`` takes the points' ``width`` as its z_dim."""
-    if z_dim is None and output_range is None:
-        return obj
-    return adapt(obj, z_dim=z_dim, output_range=output_range, z_dim_hint=width)
-
-
-def _ranges_checked_here(fn: Callable) -> Callable:
-    """The engine compares the images with the declared range itself (``_probe``: one warning per run,
-    never an error), so LPIPS's own input-range check is off inside ``fn``."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        with unchecked_range():
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-def _probe(op: _Operator, x: torch.Tensor, first_index: int, monitor: RangeMonitor | None) -> None:
-    """The generator's images at the points, once, by a plain call: a failure inside it names the points'
-    shape (and z_dim), NaN / inf images are named with the points' indices, and the values are compared
-    with the declared output range (one warning per run, never an error)."""
-    ad = op.adapter
-    with torch.no_grad():
-        img = call_generator(op.gen, x, ad.kind, op.space, ad.z_dim)
-    check_finite_images(img, first_index, "generator output")  # type: ignore[arg-type]
-    if monitor is not None:
-        a, b = TO_UNIT[ad.output_range]
-        monitor.observe((img - b) / a, first_index)  # type: ignore[operator]
 
 
 def _check_finite_products(
