@@ -110,6 +110,7 @@ class _Operator:
             from tangentlens.distances import make_distance
 
             distance = make_distance(distance)
+        self.distance = distance  # as resolved: what a run's fingerprint identifies
         self.lpips: LPIPS | None = distance if isinstance(distance, LPIPS) else None
         self.embed: Callable[[torch.Tensor], torch.Tensor] | None = None
         if distance is None or distance == "l2" or type(distance).__name__ == "L2Distance":
@@ -122,6 +123,15 @@ class _Operator:
                 f"(a squared Euclidean distance of an embedding), got {type(distance).__name__}"
             )
         self.distance_name = _distance_name(distance)
+
+    def from_latents(self, z: torch.Tensor) -> torch.Tensor:
+        """Points of this operator's space for latents z [B, z_dim]: z itself, its w ([B, w_dim], the
+        mapping's first row) or its flattened w+ ([B, num_ws * w_dim])."""
+        if self.space == "z":
+            return z
+        with torch.no_grad():
+            ws = self.adapter.mapping(z, None)
+        return ws[:, 0] if self.space == "w" else ws.flatten(1)
 
     def check_points(self, z: object, name: str = "z") -> torch.Tensor:
         z = check_tensor(z, name, shape="[B, d]", floating=True)

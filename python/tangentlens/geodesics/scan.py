@@ -33,20 +33,16 @@ STREAM_Z0, STREAM_Z1 = 32, 33
 
 
 def endpoints(
-    adapter: object, space: str, seed: int, start: int, count: int, dtype: torch.dtype, device: torch.device
+    op: _Operator, seed: int, start: int, count: int, dtype: torch.dtype, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pairs ``start .. start + count - 1``: z0, z1 ~ N(0, I) from their own counter streams (a pair
     depends on (seed, index) only), mapped to w (one w, ``[count, w_dim]``) or w+ (flattened) for those
     spaces."""
-    z_dim = adapter.z_dim  # type: ignore[attr-defined]
+    z_dim = op.adapter.z_dim  # type: ignore[attr-defined]
     z0 = ops.philox_normal(seed, start, count, z_dim, stream=STREAM_Z0, dtype=dtype, device=device)
     z1 = ops.philox_normal(seed, start, count, z_dim, stream=STREAM_Z1, dtype=dtype, device=device)
-    if space == "z":
-        return z0, z1
-    with torch.no_grad():
-        ws = adapter.mapping(torch.cat([z0, z1]), None)  # type: ignore[attr-defined]
-    ws = ws[:, 0] if space == "w" else ws.flatten(1)
-    return ws[:count], ws[count:]
+    x = op.from_latents(torch.cat([z0, z1]))
+    return x[:count], x[count:]
 
 
 def scan(
@@ -109,10 +105,6 @@ def scan(
     check_bool(check_range, "check_range")
     check_bool(resume_unverified, "resume_unverified")
     checkpoint_every = check_number(checkpoint_every, "checkpoint_every", 0)
-    if isinstance(distance, str) and distance != "l2":
-        from tangentlens.distances import make_distance
-
-        distance = make_distance(distance)  # built once, not per batch
     if z_dim is not None:
         z_dim = _check_int(z_dim, "z_dim", 1)
     op = _Operator(
@@ -146,7 +138,7 @@ def scan(
     )
 
     def compute(start: int, count: int) -> dict[str, torch.Tensor]:
-        x0, x1 = endpoints(ad, space, seed, start, count, dtype, dev)
+        x0, x1 = endpoints(op, seed, start, count, dtype, dev)
         g = solve_pairs(op, x0, x1, settings, monitor, notes, first_index=start)
         rows = {
             "length": g.length,
@@ -169,7 +161,7 @@ def scan(
         eff = efficiency(rows["length"], rows["interp_length"])
         return f"efficiency {float(eff.mean()):.4g}"
 
-    identity, unverified = run_identity(ad, distance)
+    identity, unverified = run_identity(ad, op.distance)
     config = {
         "kind": "tangentlens.geodesics.scan",
         **identity,

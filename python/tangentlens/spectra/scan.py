@@ -247,10 +247,6 @@ def scan(
     check_bool(check_range, "check_range")
     check_bool(resume_unverified, "resume_unverified")
     checkpoint_every = check_number(checkpoint_every, "checkpoint_every", 0)
-    if isinstance(distance, str) and distance != "l2":
-        from tangentlens.distances import make_distance
-
-        distance = make_distance(distance)
     if z_dim is not None:
         z_dim = _check_int(z_dim, "z_dim", 1)
     op = _Operator(
@@ -271,11 +267,7 @@ def scan(
 
     def points(start: int, count: int) -> torch.Tensor:
         z = ops.philox_normal(seed, start, count, ad.z_dim, stream=STREAM_LATENT, dtype=dtype, device=device)
-        if space == "z":
-            return z
-        with torch.no_grad():
-            ws = ad.mapping(z, None)
-        return ws[:, 0] if space == "w" else ws.flatten(1)
+        return op.from_latents(z)
 
     @_ranges_checked_here
     def compute(start: int, count: int) -> dict[str, torch.Tensor]:
@@ -299,7 +291,7 @@ def scan(
             rows["eigenvectors"] = sp.eigenvectors
         return {n: v.cpu() for n, v in rows.items()}
 
-    identity, unverified = run_identity(ad, distance)
+    identity, unverified = run_identity(ad, op.distance)
     config = {
         "kind": "tangentlens.spectra.scan",
         **identity,
