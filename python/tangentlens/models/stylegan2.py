@@ -246,6 +246,26 @@ class MappingNetwork(nn.Module):
                 x = torch.where(keep[None, :, None], trunc, x)
         return x
 
+    def ws_and_tangents(
+        self,
+        z: torch.Tensor,
+        tz: torch.Tensor,
+        c: torch.Tensor | None = None,
+        truncation_psi: float = 1,
+        truncation_cutoff: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(ws, tws)`` for ``tz [N, k, z_dim]``: k JVPs by torch.func (a small MLP), kept in float32 under
+        autocast since the ws place the path's points. Not named ``forward_jvp``: tangentlens.jvp takes a
+        module with that method for one with stacked rules, and the mapping's generic route stays as it is."""
+
+        def mapping(zz: torch.Tensor) -> torch.Tensor:
+            return self(zz, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
+
+        with forward_rules.full_precision(z.device.type):
+            return torch.func.vmap(
+                lambda t: torch.func.jvp(mapping, (z,), (t,)), in_dims=1, out_dims=(None, 1)
+            )(tz.contiguous())
+
 
 class Conv2dLayer(nn.Module):
     """Equalized-lr convolution with optional resampling (only the resnet skip path uses it here)."""
@@ -861,15 +881,7 @@ class StyleGAN2Generator(nn.Module):
         noise_mode: NoiseMode = "const",
         noise: Sequence[torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(G(z), J_z G v_k)`` for ``tz [N, k, z_dim]``: the mapping's JVPs by torch.func (a small MLP,
-        kept in float32 under autocast: it places the path's points), the synthesis network's by the
-        stacked forward rules."""
-
-        def mapping(zz: torch.Tensor) -> torch.Tensor:
-            return self.mapping(zz, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-
-        with forward_rules.full_precision(z.device.type):
-            ws, tws = torch.func.vmap(
-                lambda t: torch.func.jvp(mapping, (z,), (t,)), in_dims=1, out_dims=(None, 1)
-            )(tz.contiguous())
+        """``(G(z), J_z G v_k)`` for ``tz [N, k, z_dim]``: the mapping's JVPs by torch.func
+        (:meth:`MappingNetwork.ws_and_tangents`), the synthesis network's by the stacked forward rules."""
+        ws, tws = self.mapping.ws_and_tangents(z, tz, c, truncation_psi, truncation_cutoff)
         return self.synthesis.forward_jvp(ws, tws, noise_mode=noise_mode, noise=noise)

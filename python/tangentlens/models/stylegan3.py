@@ -721,15 +721,9 @@ class StyleGAN3Generator(nn.Module):
         truncation_cutoff: int | None = None,
         noise_mode: str = "const",
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(G(z), J_z G v_k)`` for ``tz [N, k, z_dim]``: the mapping's JVPs by torch.func (a small MLP),
-        the synthesis network's by the stacked forward rules."""
+        """``(G(z), J_z G v_k)`` for ``tz [N, k, z_dim]``: the mapping's JVPs by torch.func
+        (:meth:`MappingNetwork.ws_and_tangents`), the synthesis network's by the stacked forward rules."""
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"noise_mode: expected one of {NOISE_MODES}, got {noise_mode!r}")
-
-        def mapping(zz: torch.Tensor) -> torch.Tensor:
-            return self.mapping(zz, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
-
-        ws, tws = torch.func.vmap(
-            lambda t: torch.func.jvp(mapping, (z,), (t,)), in_dims=1, out_dims=(None, 1)
-        )(tz.contiguous())
+        ws, tws = self.mapping.ws_and_tangents(z, tz, c, truncation_psi, truncation_cutoff)
         return self.synthesis.forward_jvp(ws, tws)
